@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Logic shared by every hook family: the object filter, task context, path building and emission.
+ * Entry points (one thin function per hook) live in the *.bpf.c files. */
+#ifndef EW_COMMON_H
+#define EW_COMMON_H
+
+/* -Wpadded guards our own record layout (record.h), not the kernel's types. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#pragma clang diagnostic pop
+#include "record.h"
+
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#define EW_AGENT_NAME "release_agent"
+#define EW_AGENT_LEN 13
+#define EW_MAX_COMPONENTS 48
+#define EW_CGROUP_LEVELS 12
+#define EW_NAME_MAX 255
+#define EW_AT_FDCWD -100
+#define EW_TS_COMPAT 0x0002
+
+/* Emits the enums into BTF so bpf2go generates their Go constants; never used at run time. */
+struct ew_exported_enums {
+	enum ew_kind kind;
+	enum ew_source source;
+	enum ew_fact fact;
+	enum ew_counter counter;
+};
+const struct ew_exported_enums *ew_unused_enums __attribute__((unused));
+
+/* Set by the loader before the programs are loaded. */
+/* any_fs: pass every file named release_agent (Tracee's behaviour), not only the real cgroup v1 one. */
+const volatile __u8 any_fs = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} ew_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EW_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ew_counters SEC(".maps");
+
+/* The record is too large for the 512-byte BPF stack, so it is assembled in per-CPU scratch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_record);
+} ew_record_scratch SEC(".maps");
+
+/* Paths are built from the leaf upwards, so they are written backwards into a buffer twice as large as a
+ * path: every offset the verifier sees stays in bounds by masking alone. */
+struct ew_path_buf {
+	char data[EW_PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_path_buf);
+} ew_path_scratch SEC(".maps");
+
+/* Kernels before 6.15 call the kernfs parent pointer "parent". */
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+/* Kernels before 6.6 keep the inode change time in one timespec64. */
+struct inode___old {
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+static __always_inline void ew_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ew_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct mount *ew_real_mount(struct vfsmount *mnt)
+{
+	return (struct mount *)((void *)mnt - bpf_core_field_offset(struct mount, mnt));
+}
+
+/* ew_is_agent_dentry: is this dentry the release_agent file of a cgroup v1 hierarchy root? It is the whole
+ * in-kernel filter: one superblock magic comparison rejects every unrelated file. With any_fs it is a name
+ * comparison only. Returns facts bits, or -1 when the file is not of interest. */
+static __always_inline int ew_classify_dentry(struct dentry *dentry)
+{
+	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
+	unsigned long magic = BPF_CORE_READ(sb, s_magic);
+	int facts = 0;
+
+	if (magic != CGROUP_SUPER_MAGIC && !any_fs)
+		return -1;
+	if (BPF_CORE_READ(dentry, d_name.len) != EW_AGENT_LEN)
+		return -1;
+	char name[EW_AGENT_LEN + 1] = {};
+	bpf_probe_read_kernel(name, EW_AGENT_LEN, BPF_CORE_READ(dentry, d_name.name));
+	const char want[] = EW_AGENT_NAME;
+	for (int i = 0; i < EW_AGENT_LEN; i++)
+		if (name[i] != want[i])
+			return -1;
+	if (magic == CGROUP_SUPER_MAGIC && BPF_CORE_READ(dentry, d_parent) == BPF_CORE_READ(sb, s_root))
+		facts |= EW_FACT_CGROUP1_AGENT;
+	else if (!any_fs)
+		return -1; /* a child cgroup directory named release_agent: not the agent */
+	return facts;
+}
+
+static __always_inline struct file *ew_fd_file(struct task_struct *task, int fd)
+{
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* Path walks run under bpf_loop so the verifier checks one step instead of every unrolled iteration. */
+struct ew_path_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	int pos;
+	__u32 facts;
+};
+
+static long ew_path_step(__u64 i, void *data)
+{
+	struct ew_path_walk *w = data;
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return 1;
+
+	/* Plain locals: BPF_CORE_READ on w->field would relocate our own struct against kernel BTF. */
+	struct dentry *dentry = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+	if (dentry == mnt_root || dentry == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != mnt_root || mnt == mnt_parent)
+			return 1;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		w->vfsmnt = (struct vfsmount *)((void *)mnt_parent + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	int len = BPF_CORE_READ(dentry, d_name.len) & EW_NAME_MAX;
+	int pos = w->pos & (EW_PATH_MAX - 1);
+	if (len + 1 > pos) {
+		w->facts |= EW_FACT_PATH_TRUNCATED;
+		return 1;
+	}
+	pos -= len;
+	bpf_probe_read_kernel(&buf->data[pos & (EW_PATH_MAX - 1)], len, BPF_CORE_READ(dentry, d_name.name));
+	pos -= 1;
+	buf->data[pos & (EW_PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	w->dentry = parent;
+	if (i == EW_MAX_COMPONENTS - 1)
+		w->facts |= EW_FACT_PATH_TRUNCATED;
+	return 0;
+}
+
+/* ew_path_copy moves the path assembled at the end of the scratch buffer (from pos) into dst. */
+static __always_inline int ew_path_copy(char *dst, int pos, int size)
+{
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return 0;
+	if (pos == size - 1) { /* nothing above the start: the root itself */
+		pos -= 1;
+		buf->data[pos & (EW_PATH_MAX - 1)] = '/';
+	}
+	pos &= size - 1;
+	bpf_probe_read_kernel(dst, size - pos, &buf->data[pos]);
+	return size - 1 - pos;
+}
+
+/* ew_path_write builds the path of (dentry, vfsmount) as seen from the root of its mount namespace into dst
+ * (EW_PATH_MAX bytes), NUL-terminated. Mount points are crossed; a detached mount ends at its own root. */
+static __always_inline int ew_path_write(struct dentry *dentry, struct vfsmount *vfsmnt, char *dst, __u32 *facts)
+{
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return 0;
+	struct ew_path_walk w = {
+		.dentry = dentry,
+		.vfsmnt = vfsmnt,
+		.mnt = ew_real_mount(vfsmnt),
+		.pos = EW_PATH_MAX - 1,
+	};
+	buf->data[EW_PATH_MAX - 1] = 0;
+	bpf_loop(EW_MAX_COMPONENTS, ew_path_step, &w, 0);
+	*facts |= w.facts;
+	return ew_path_copy(dst, w.pos, EW_PATH_MAX);
+}
+
+struct ew_cgroup_walk {
+	struct kernfs_node *kn;
+	int pos;
+	__u32 pad;
+};
+
+static long ew_cgroup_step(__u64 i, void *data)
+{
+	struct ew_cgroup_walk *w = data;
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return 1;
+
+	struct kernfs_node *kn = w->kn;
+	struct kernfs_node *parent;
+	if (bpf_core_field_exists(kn->__parent))
+		parent = BPF_CORE_READ(kn, __parent);
+	else
+		parent = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	if (!parent)
+		return 1;
+	/* The upper half of the scratch buffer holds the name: container IDs outgrow the stack. */
+	char *name = &buf->data[EW_PATH_MAX];
+	int n = bpf_probe_read_kernel_str(name, EW_NAME_MAX + 1, BPF_CORE_READ(kn, name));
+	int pos = w->pos & (EW_CGROUP_PATH_MAX - 1);
+	if (n <= 1 || n > pos)
+		return 1;
+	pos -= n - 1;
+	bpf_probe_read_kernel(&buf->data[pos & (EW_CGROUP_PATH_MAX - 1)], (n - 1) & EW_NAME_MAX, name);
+	pos -= 1;
+	buf->data[pos & (EW_CGROUP_PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	w->kn = parent;
+	return 0;
+}
+
+/* ew_cgroup_path writes the task's cgroup path: the unified (v2) cgroup when the task is below its root,
+ * otherwise the first cgroup v1 controller hierarchy that places it below the root (hybrid and v1 hosts). It
+ * is what container detection in user space works from, captured here because the process may be gone. */
+static __always_inline void ew_cgroup_path(struct task_struct *task, char *dst)
+{
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return;
+
+	struct css_set *cset = BPF_CORE_READ(task, cgroups);
+	struct cgroup *cgrp = BPF_CORE_READ(cset, dfl_cgrp);
+	if (BPF_CORE_READ(cgrp, level) == 0) {
+		for (int i = 0; i < 12; i++) {
+			if (i >= bpf_core_enum_value(enum cgroup_subsys_id, CGROUP_SUBSYS_COUNT))
+				break;
+			struct cgroup_subsys_state *css = BPF_CORE_READ(cset, subsys[i]);
+			struct cgroup *c = BPF_CORE_READ(css, cgroup);
+			if (c && BPF_CORE_READ(c, level) > 0) {
+				cgrp = c;
+				break;
+			}
+		}
+	}
+	struct ew_cgroup_walk w = {.kn = BPF_CORE_READ(cgrp, kn), .pos = EW_CGROUP_PATH_MAX - 1};
+	buf->data[EW_CGROUP_PATH_MAX - 1] = 0;
+	bpf_loop(EW_CGROUP_LEVELS, ew_cgroup_step, &w, 0);
+	ew_path_copy(dst, w.pos, EW_CGROUP_PATH_MAX);
+}
+
+static __always_inline __u32 ew_pid_vnr(struct pid *pid)
+{
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid = {};
+	bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&pid->numbers + (level & 31) * sizeof(struct upid));
+	return upid.nr;
+}
+
+static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *task)
+{
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	struct pid *thread_pid = BPF_CORE_READ(task, thread_pid);
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	unsigned int level = BPF_CORE_READ(thread_pid, level);
+	struct upid upid = {};
+
+	t->boot_ns = bpf_ktime_get_boot_ns();
+	t->start_boot_ns = BPF_CORE_READ(task, start_boottime);
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	t->host_pid = BPF_CORE_READ(task, tgid);
+	t->host_tid = BPF_CORE_READ(task, pid);
+	t->host_ppid = BPF_CORE_READ(parent, tgid);
+	t->tid = ew_pid_vnr(thread_pid);
+	t->pid = ew_pid_vnr(BPF_CORE_READ(leader, thread_pid));
+	/* The parent as the task's namespace sees it: 0 when the parent lives outside that namespace. */
+	struct pid *ppid = BPF_CORE_READ(parent, thread_pid);
+	if (BPF_CORE_READ(ppid, level) >= level) {
+		bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&ppid->numbers + (level & 31) * sizeof(struct upid));
+		t->ppid = upid.nr;
+	}
+	t->uid = (__u32)uid_gid;
+	t->gid = uid_gid >> 32;
+	t->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&thread_pid->numbers + (level & 31) * sizeof(struct upid));
+	t->pid_ns = BPF_CORE_READ(upid.ns, ns.inum);
+	t->cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+}
+
+static __always_inline struct ew_record *ew_record_begin(__u32 kind, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	r->kind = kind;
+	r->source = source;
+	r->ret = ret;
+	r->syscall_nr = nr;
+	r->facts = facts;
+	r->inode = 0;
+	r->ctime_ns = 0;
+	r->dev = 0;
+	r->file_flags = 0;
+	r->fs_magic = 0;
+	r->path[0] = 0;
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	r->base_path[0] = 0;
+	ew_fill_task(&r->task, task);
+	ew_cgroup_path(task, r->cgroup_path);
+	return r;
+}
+
+static __always_inline void ew_record_file(struct ew_record *r, struct file *file)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
+
+	r->file_flags = BPF_CORE_READ(file, f_flags);
+	r->inode = BPF_CORE_READ(inode, i_ino);
+	r->dev = BPF_CORE_READ(sb, s_dev);
+	r->fs_magic = BPF_CORE_READ(sb, s_magic);
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		r->ctime_ns = BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime_nsec);
+	} else {
+		struct inode___old *old = (void *)inode;
+		r->ctime_ns = BPF_CORE_READ(old, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(old, i_ctime.tv_nsec);
+	}
+	ew_path_write(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), r->path, &r->facts);
+}
+
+static __always_inline void ew_emit(struct ew_record *r)
+{
+	if (bpf_ringbuf_output(&ew_events, r, sizeof(*r), 0))
+		ew_count(EW_COUNTER_DROPPED);
+	else
+		ew_count(EW_COUNTER_EMITTED);
+}
+
+/* ew_file_opened: the shared body for every hook that sees a newly opened file. */
+static __always_inline void ew_file_opened(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts,
+					   const char *user_path)
+{
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	int kfacts = ew_classify_dentry(dentry);
+	if (kfacts < 0)
+		return;
+	struct ew_record *r = ew_record_begin(EW_KIND_FILE_OPEN, source, ret, nr, facts | kfacts);
+	if (!r)
+		return;
+	ew_record_file(r, file);
+	if (user_path)
+		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);
+	ew_emit(r);
+}
+
+#endif

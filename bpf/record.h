@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The records the kernel side hands to user space. Defined once here; bpf2go -type generates the Go side.
+ * Every field is explicitly sized and padded (the build uses -Wpadded) so C and Go can never drift apart. */
+#ifndef EW_RECORD_H
+#define EW_RECORD_H
+
+#define EW_PATH_MAX 4096
+#define EW_CGROUP_PATH_MAX 512
+#define EW_COMM_LEN 16
+
+/* First field of every record: what happened. Decoding is a table lookup on it. */
+enum ew_kind {
+	EW_KIND_FILE_OPEN = 1,	 /* security_file_open */
+	EW_KIND_INODE_RENAME = 2, /* security_inode_rename */
+};
+
+/* Which kernel path produced the record. */
+enum ew_source {
+	EW_SOURCE_SYSCALL = 0,
+	EW_SOURCE_IO_URING = 1,
+};
+
+/* Bits of ew_record.flags_ew: facts the kernel established about the object. */
+enum ew_fact {
+	EW_FACT_CGROUP1_AGENT = 1 << 0,	 /* the dentry is release_agent at the root of a cgroup v1 superblock */
+	EW_FACT_COMPAT_SYSCALL = 1 << 1, /* a 32-bit (ia32) syscall */
+	EW_FACT_PATH_TRUNCATED = 1 << 2, /* a path hit EW_PATH_MAX or the component limit */
+	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
+};
+
+/* Indexes of the per-CPU counter array, summed by user space. */
+enum ew_counter {
+	EW_COUNTER_EMITTED = 0,
+	EW_COUNTER_DROPPED = 1, /* ring buffer full: the record was lost */
+	EW_COUNTER_MAX = 2,
+};
+
+struct ew_task {
+	__u64 boot_ns;	      /* bpf_ktime_get_boot_ns() at the event */
+	__u64 start_boot_ns;  /* thread start, boot clock */
+	__u64 cgroup_id;      /* cgroup v2 id of the task */
+	__u32 host_pid;	      /* tgid in the initial pid namespace */
+	__u32 host_tid;
+	__u32 host_ppid;
+	__u32 pid; /* the same, as the task's own pid namespace sees them */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 mnt_ns;
+	__u32 pid_ns;
+	__u32 cpu;
+	__u32 pad0;
+	char comm[EW_COMM_LEN];
+};
+
+struct ew_record {
+	__u32 kind; /* enum ew_kind */
+	__u32 source; /* enum ew_source */
+	__s64 ret;
+	__u32 syscall_nr;
+	__u32 facts; /* enum ew_fact bits */
+	struct ew_task task;
+	__u64 inode;
+	__u64 ctime_ns;
+	__u32 dev;
+	__u32 file_flags; /* file->f_flags */
+	__u32 fs_magic;
+	__u32 pad0;
+	char cgroup_path[EW_CGROUP_PATH_MAX];
+	/* file_open: the kernel-resolved pathname.     rename: the directory a relative new name starts from */
+	char path[EW_PATH_MAX];
+	/* file_open: the path string the process passed.  rename: the new name as passed */
+	char arg_path[EW_PATH_MAX];
+	/* rename: the old name as passed */
+	char arg_path2[EW_PATH_MAX];
+	/* rename: the directory a relative old name starts from */
+	char base_path[EW_PATH_MAX];
+};
+
+#endif

@@ -1,0 +1,145 @@
+// Package event is escapewatch's event model: Tracee v0.24's trace.Event,
+// with the same Go field names and the same JSON encoding, plus one
+// escapewatch extension (Origin). Events decoded from Tracee JSON lines
+// re-encode to what Tracee emitted, so a finding can carry the very event
+// that Tracee would have attached to it.
+package event
+
+// Tracee v0.24 names and IDs of the events TRC-1010 consumes. The IDs are
+// Tracee's own numbering (pkg/events/core.go), which does not depend on the
+// architecture, unlike syscall IDs.
+const (
+	SecurityFileOpen      = "security_file_open"
+	SecurityFileOpenID    = 732
+	SecurityInodeRename   = "security_inode_rename"
+	SecurityInodeRenameID = 768
+)
+
+// Origin classes. Container, ContainerInit and Host are Tracee's
+// (trace.EventOrigin); Namespaced is escapewatch's: a process in a mount or
+// pid namespace other than the host's where no container was found.
+const (
+	OriginContainer     = "container"
+	OriginContainerInit = "container-init"
+	OriginNamespaced    = "namespaced"
+	OriginHost          = "host"
+)
+
+// Event is Tracee's trace.Event (v0.24). Field order is Tracee's so that the
+// encoded keys come out in Tracee's order.
+type Event struct {
+	Timestamp           int          `json:"timestamp"`
+	ThreadStartTime     int          `json:"threadStartTime"`
+	ProcessorID         int          `json:"processorId"`
+	ProcessID           int          `json:"processId"`
+	CgroupID            uint         `json:"cgroupId"`
+	ThreadID            int          `json:"threadId"`
+	ParentProcessID     int          `json:"parentProcessId"`
+	HostProcessID       int          `json:"hostProcessId"`
+	HostThreadID        int          `json:"hostThreadId"`
+	HostParentProcessID int          `json:"hostParentProcessId"`
+	UserID              int          `json:"userId"`
+	MountNS             int          `json:"mountNamespace"`
+	PIDNS               int          `json:"pidNamespace"`
+	ProcessName         string       `json:"processName"`
+	Executable          File         `json:"executable"`
+	HostName            string       `json:"hostName"`
+	ContainerID         string       `json:"containerId"`
+	Container           Container    `json:"container,omitempty"`
+	Kubernetes          Kubernetes   `json:"kubernetes,omitempty"`
+	EventID             int          `json:"eventId,string"` // Tracee writes the ID as a JSON string
+	EventName           string       `json:"eventName"`
+	MatchedPolicies     []string     `json:"matchedPolicies,omitempty"`
+	ArgsNum             int          `json:"argsNum"`
+	ReturnValue         int          `json:"returnValue"`
+	Syscall             string       `json:"syscall"`
+	StackAddresses      []uint64     `json:"stackAddresses"`
+	ContextFlags        ContextFlags `json:"contextFlags"`
+	ThreadEntityId      uint32       `json:"threadEntityId"`
+	ProcessEntityId     uint32       `json:"processEntityId"`
+	ParentEntityId      uint32       `json:"parentEntityId"`
+	Args                []Argument   `json:"args"`
+	Metadata            *Metadata    `json:"metadata,omitempty"`
+
+	// Origin is escapewatch's extension: the origin class the live sensor
+	// determined. Tracee never writes it, so replayed events leave it empty
+	// and OriginOf falls back to Tracee's own rule.
+	Origin string `json:"origin,omitempty"`
+}
+
+// File is Tracee's trace.File.
+type File struct {
+	Path string `json:"path"`
+}
+
+// Container is Tracee's trace.Container.
+type Container struct {
+	ID          string `json:"id,omitempty"`
+	Name        string `json:"name,omitempty"`
+	ImageName   string `json:"image,omitempty"`
+	ImageDigest string `json:"imageDigest,omitempty"`
+}
+
+// Kubernetes is Tracee's trace.Kubernetes.
+type Kubernetes struct {
+	PodName      string `json:"podName,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodUID       string `json:"podUID,omitempty"`
+	PodSandbox   bool   `json:"podSandbox,omitempty"`
+}
+
+// ContextFlags is Tracee's trace.ContextFlags.
+type ContextFlags struct {
+	ContainerStarted bool `json:"containerStarted"`
+	IsCompat         bool `json:"isCompat"`
+}
+
+// Metadata is Tracee's trace.Metadata; like Tracee it has no JSON tags, so
+// its keys are the field names.
+type Metadata struct {
+	Version     string
+	Description string
+	Tags        []string
+	Properties  map[string]any
+}
+
+// ArgMeta is Tracee's trace.ArgMeta.
+type ArgMeta struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Argument is Tracee's trace.Argument: {"name","type","value"}.
+type Argument struct {
+	ArgMeta
+	Value any `json:"value"`
+}
+
+// Arg returns the first argument called name, as Tracee's helpers do.
+func (e *Event) Arg(name string) (Argument, bool) {
+	for _, a := range e.Args {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Argument{}, false
+}
+
+// OriginOf returns the event's origin class: e.Origin when the live sensor
+// set it, else Tracee's trace.Event.Origin(): "container" once the
+// container's entry point has started (contextFlags.containerStarted),
+// "container-init" for a container process before that, "host" otherwise.
+// Tracee's selector Origin "container" matches only the first, so a replay
+// scoped to "container" reproduces Tracee's findings exactly.
+func OriginOf(e *Event) string {
+	switch {
+	case e.Origin != "":
+		return e.Origin
+	case e.ContextFlags.ContainerStarted:
+		return OriginContainer
+	case e.Container.ID != "":
+		return OriginContainerInit
+	default:
+		return OriginHost
+	}
+}
