@@ -321,6 +321,8 @@ static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *
 	t->pid_ns = BPF_CORE_READ(upid.ns, ns.inum);
 	t->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
+	struct uts_namespace *uts = BPF_CORE_READ(task, nsproxy, uts_ns);
+	bpf_probe_read_kernel_str(t->hostname, sizeof(t->hostname), &uts->name.nodename);
 }
 
 static __always_inline struct ew_record *ew_record_begin(__u32 kind, __u32 source, __s64 ret, __u32 nr, __u32 facts)

@@ -7,6 +7,7 @@
 #define EW_PATH_MAX 4096
 #define EW_CGROUP_PATH_MAX 512
 #define EW_COMM_LEN 16
+#define EW_HOSTNAME_LEN 64
 
 /* First field of every record: what happened. Decoding is a table lookup on it. */
 enum ew_kind {
@@ -20,7 +21,7 @@ enum ew_source {
 	EW_SOURCE_IO_URING = 1,
 };
 
-/* Bits of ew_record.flags_ew: facts the kernel established about the object. */
+/* Bits of ew_record.facts: facts the kernel established about the object. */
 enum ew_fact {
 	EW_FACT_CGROUP1_AGENT = 1 << 0,	 /* the dentry is release_agent at the root of a cgroup v1 superblock */
 	EW_FACT_COMPAT_SYSCALL = 1 << 1, /* a 32-bit (ia32) syscall */
@@ -52,6 +53,7 @@ struct ew_task {
 	__u32 cpu;
 	__u32 pad0;
 	char comm[EW_COMM_LEN];
+	char hostname[EW_HOSTNAME_LEN]; /* UTS nodename of the task's namespace, NUL-terminated */
 };
 
 struct ew_record {

@@ -67,6 +67,7 @@ type tracepointEwRecord struct {
 		Cpu         uint32
 		Pad0        uint32
 		Comm        [16]int8
+		Hostname    [64]int8
 	}
 	Inode      uint64
 	CtimeNs    uint64

@@ -1,0 +1,135 @@
+package sensor
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"escapewatch/internal/enrich"
+	"escapewatch/internal/event"
+)
+
+// Syscall names by number, native x86_64 and ia32, for the calls the tracepoint backend watches.
+var (
+	syscallNames = map[uint32]string{
+		2: "open", 85: "creat", 257: "openat", 304: "open_by_handle_at", 437: "openat2",
+		82: "rename", 264: "renameat", 316: "renameat2",
+	}
+	compatSyscallNames = map[uint32]string{
+		5: "open", 8: "creat", 295: "openat", 342: "open_by_handle_at", 437: "openat2",
+		38: "rename", 302: "renameat", 353: "renameat2",
+	}
+)
+
+// converter turns kernel records into Tracee-shaped events.
+type converter struct {
+	classifier *enrich.Classifier
+	// bootToEpoch is added to boot-clock nanoseconds to give wall-clock nanoseconds, as Tracee reports.
+	bootToEpoch int64
+	procRoot    string
+}
+
+func newConverter(classifier *enrich.Classifier) (*converter, error) {
+	var boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return nil, fmt.Errorf("read the boot clock: %w", err)
+	}
+	var real unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+		return nil, fmt.Errorf("read the wall clock: %w", err)
+	}
+	return &converter{classifier: classifier, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc"}, nil
+}
+
+// event builds the Tracee event for a record. The record's kind was checked by decodeRecord.
+func (c *converter) event(r *Record) event.Event {
+	t := &r.Task
+	origin, ctr := c.classifier.Classify(enrich.Namespaces{Mnt: t.MntNS, PID: t.PidNS}, r.CgroupPath)
+	ev := event.Event{
+		Timestamp:           int(int64(t.BootNs) + c.bootToEpoch),
+		ThreadStartTime:     int(int64(t.StartBootNs) + c.bootToEpoch),
+		ProcessorID:         int(t.CPU),
+		ProcessID:           int(t.PID),
+		CgroupID:            uint(t.CgroupID),
+		ThreadID:            int(t.TID),
+		ParentProcessID:     int(t.PPID),
+		HostProcessID:       int(t.HostPID),
+		HostThreadID:        int(t.HostTID),
+		HostParentProcessID: int(t.HostPPID),
+		UserID:              int(t.UID),
+		MountNS:             int(t.MntNS),
+		PIDNS:               int(t.PidNS),
+		ProcessName:         t.Comm,
+		Executable:          event.File{Path: c.executable(t.HostPID)},
+		HostName:            t.Hostname,
+		ContainerID:         ctr.ID,
+		Container:           event.Container{ID: ctr.ID},
+		Syscall:             c.syscallName(r),
+		StackAddresses:      []uint64{},
+		ContextFlags: event.ContextFlags{
+			ContainerStarted: origin == event.OriginContainer,
+			IsCompat:         r.Has(tracepointEwFactEW_FACT_COMPAT_SYSCALL),
+		},
+		Origin: origin,
+	}
+	switch r.Kind {
+	case tracepointEwKindEW_KIND_FILE_OPEN:
+		ev.EventID, ev.EventName = event.SecurityFileOpenID, event.SecurityFileOpen
+		// The LSM hook this event stands for returned 0: the open succeeded (failed opens are not recorded).
+		ev.Args = []event.Argument{
+			arg("pathname", "const char*", r.Path),
+			arg("flags", "int", int32(r.FileFlags)),
+			arg("dev", "dev_t", r.Dev),
+			arg("inode", "unsigned long", r.Inode),
+			arg("ctime", "unsigned long", r.CtimeNs),
+			arg("syscall_pathname", "const char*", r.ArgPath),
+		}
+	case tracepointEwKindEW_KIND_INODE_RENAME:
+		ev.EventID, ev.EventName = event.SecurityInodeRenameID, event.SecurityInodeRename
+		ev.ReturnValue = int(r.Ret)
+		ev.Args = []event.Argument{
+			arg("old_path", "const char*", joinDir(r.BasePath, r.ArgPath2)),
+			arg("new_path", "const char*", joinDir(r.Path, r.ArgPath)),
+		}
+	}
+	ev.ArgsNum = len(ev.Args)
+	return ev
+}
+
+func (c *converter) syscallName(r *Record) string {
+	if r.Source == tracepointEwSourceEW_SOURCE_IO_URING {
+		return "io_uring_enter" // the request was submitted through io_uring, not an open syscall
+	}
+	names := syscallNames
+	if r.Has(tracepointEwFactEW_FACT_COMPAT_SYSCALL) {
+		names = compatSyscallNames
+	}
+	if n, ok := names[r.SyscallNr]; ok {
+		return n
+	}
+	return strconv.FormatUint(uint64(r.SyscallNr), 10)
+}
+
+// executable is best effort: the process has usually not exited within the milliseconds since the event.
+func (c *converter) executable(hostPID uint32) string {
+	exe, err := os.Readlink(c.procRoot + "/" + strconv.FormatUint(uint64(hostPID), 10) + "/exe")
+	if err != nil {
+		return ""
+	}
+	return exe
+}
+
+func arg(name, typ string, v any) event.Argument {
+	return event.Argument{ArgMeta: event.ArgMeta{Name: name, Type: typ}, Value: v}
+}
+
+// joinDir makes a path given relative to dir absolute; absolute paths are kept as the process passed them.
+func joinDir(dir, name string) string {
+	if name == "" || path.IsAbs(name) || dir == "" {
+		return name
+	}
+	return path.Join(dir, name)
+}

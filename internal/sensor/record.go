@@ -1,0 +1,97 @@
+package sensor
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Record is one kernel record with its C strings turned into Go strings.
+type Record struct {
+	Kind      tracepointEwKind
+	Source    tracepointEwSource
+	Ret       int64
+	SyscallNr uint32
+	Facts     tracepointEwFact
+	Task      Task
+	Inode     uint64
+	CtimeNs   uint64
+	Dev       uint32
+	FileFlags uint32
+	FsMagic   uint32
+	// CgroupPath is the task's cgroup (v2, or the first v1 controller below the root).
+	CgroupPath string
+	// Path is, for opens, the kernel-resolved path; for renames, the directory a relative new name starts from.
+	Path string
+	// ArgPath is the path string the process passed (opens), or the new name as passed (renames).
+	ArgPath string
+	// ArgPath2 is the old name as passed (renames).
+	ArgPath2 string
+	// BasePath is the directory a relative old name starts from (renames).
+	BasePath string
+}
+
+// Task is the process context captured in the kernel at the event.
+type Task struct {
+	BootNs, StartBootNs uint64
+	CgroupID            uint64
+	HostPID, HostTID    uint32
+	HostPPID            uint32
+	PID, TID, PPID      uint32
+	UID, GID            uint32
+	MntNS, PidNS        uint32
+	CPU                 uint32
+	Comm, Hostname      string
+}
+
+// Has reports whether every bit of f is set.
+func (r *Record) Has(f tracepointEwFact) bool { return r.Facts&f == f }
+
+// decodeRecord turns the raw bytes of one ring-buffer sample into a Record. The sample is the C struct
+// ew_record exactly (little-endian, same layout: bpf2go generated the Go type from its BTF).
+func decodeRecord(raw []byte) (Record, error) {
+	if size := int(unsafe.Sizeof(tracepointEwRecord{})); len(raw) < size {
+		return Record{}, fmt.Errorf("short record: %d bytes, want %d", len(raw), size)
+	}
+	c := (*tracepointEwRecord)(unsafe.Pointer(&raw[0]))
+	switch tracepointEwKind(c.Kind) {
+	case tracepointEwKindEW_KIND_FILE_OPEN, tracepointEwKindEW_KIND_INODE_RENAME:
+	default:
+		return Record{}, fmt.Errorf("unknown record kind %d", c.Kind)
+	}
+	t := &c.Task
+	return Record{
+		Kind:      tracepointEwKind(c.Kind),
+		Source:    tracepointEwSource(c.Source),
+		Ret:       c.Ret,
+		SyscallNr: c.SyscallNr,
+		Facts:     tracepointEwFact(c.Facts),
+		Task: Task{
+			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId,
+			HostPID: t.HostPid, HostTID: t.HostTid, HostPPID: t.HostPpid,
+			PID: t.Pid, TID: t.Tid, PPID: t.Ppid, UID: t.Uid, GID: t.Gid,
+			MntNS: t.MntNs, PidNS: t.PidNs, CPU: t.Cpu,
+			Comm: cString(t.Comm[:]), Hostname: cString(t.Hostname[:]),
+		},
+		Inode:      c.Inode,
+		CtimeNs:    c.CtimeNs,
+		Dev:        c.Dev,
+		FileFlags:  c.FileFlags,
+		FsMagic:    c.FsMagic,
+		CgroupPath: cString(c.CgroupPath[:]),
+		Path:       cString(c.Path[:]),
+		ArgPath:    cString(c.ArgPath[:]),
+		ArgPath2:   cString(c.ArgPath2[:]),
+		BasePath:   cString(c.BasePath[:]),
+	}, nil
+}
+
+// cString returns the NUL-terminated string at the start of a C char array.
+func cString(a []int8) string {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(a))), len(a))
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
