@@ -1,0 +1,82 @@
+// Package testutil holds helpers for privileged tests: the root check that skips on a laptop but fails in CI,
+// and private cgroup v1 hierarchies that never touch the host's own.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequirePrivilegedEnv, set to 1, turns the skip of a privileged test into a failure (CI sets it).
+const RequirePrivilegedEnv = "ESCAPEWATCH_REQUIRE_PRIVILEGED"
+
+// RequirePrivileged skips t unless it runs as root, or fails it when RequirePrivilegedEnv=1.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "needs root: it loads BPF programs and mounts private cgroup v1 hierarchies"
+	if os.Getenv(RequirePrivilegedEnv) == "1" {
+		t.Fatalf("%s, and %s=1 forbids skipping", msg, RequirePrivilegedEnv)
+	}
+	t.Skip(msg)
+}
+
+var hierarchySeq atomic.Uint64
+
+// Hierarchy is a private named cgroup v1 hierarchy mounted for one test.
+type Hierarchy struct {
+	Name string // the name= option, unique per test process and call
+	Dir  string // where it is mounted
+}
+
+// Agent returns the path of the hierarchy's release_agent.
+func (h Hierarchy) Agent() string { return filepath.Join(h.Dir, "release_agent") }
+
+// MountHierarchy mounts a new named cgroup v1 hierarchy with no controllers in a temporary directory and
+// unmounts it when the test ends, after removing child cgroups (the kernel keeps a hierarchy with children
+// alive). Its release_agent belongs to this hierarchy only, never to the host's.
+func MountHierarchy(t testing.TB) Hierarchy {
+	t.Helper()
+	RequirePrivileged(t)
+	h := Hierarchy{
+		Name: fmt.Sprintf("ewtest%d_%d", os.Getpid(), hierarchySeq.Add(1)),
+		Dir:  t.TempDir(),
+	}
+	if err := unix.Mount("cgroup", h.Dir, "cgroup", 0, "none,name="+h.Name); err != nil {
+		t.Fatalf("mount a private cgroup v1 hierarchy (needs a kernel with cgroup v1): %v", err)
+	}
+	t.Cleanup(func() {
+		removeChildCgroups(t, h.Dir)
+		if err := unix.Unmount(h.Dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", h.Dir, err)
+		}
+	})
+	return h
+}
+
+// removeChildCgroups removes the cgroup directories below dir, deepest first. Each must be empty of
+// processes; the tests only create cgroups whose processes have exited.
+func removeChildCgroups(t testing.TB, dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Errorf("list %s: %v", dir, err)
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		child := filepath.Join(dir, e.Name())
+		removeChildCgroups(t, child)
+		if err := unix.Rmdir(child); err != nil {
+			t.Errorf("remove child cgroup %s: %v", child, err)
+		}
+	}
+}

@@ -1,0 +1,284 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"escapewatch/internal/event"
+	"escapewatch/internal/testutil"
+)
+
+// The binaries under test, built once by TestMain.
+var (
+	sensorBin  string
+	triggerBin string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "escapewatch-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sensorBin = filepath.Join(dir, "escapewatch")
+	triggerBin = filepath.Join(dir, "trigger")
+	for bin, pkg := range map[string]string{sensorBin: "escapewatch/cmd/escapewatch", triggerBin: "escapewatch/test/e2e/trigger"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// waitLimit bounds every wait for the sensor; it is a hang guard, not a performance assertion.
+const waitLimit = 20 * time.Second
+
+// finding is one decoded line of the sensor's stdout.
+type finding struct {
+	SigMetadata struct {
+		ID   string
+		Name string
+	}
+	Event event.Event
+	Data  any
+}
+
+func (f finding) arg(name string) any {
+	a, _ := f.Event.Arg(name)
+	return a.Value
+}
+
+// sensor is a running escapewatch process.
+type sensor struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr syncBuffer
+	exited chan error
+
+	mu       sync.Mutex
+	findings []finding
+	changed  chan struct{} // closed and replaced whenever a finding arrives
+	badLines []string
+}
+
+// startSensor runs escapewatch with args and returns once it logged "sensor ready". It is stopped with SIGINT
+// when the test ends, and must then exit 0.
+func startSensor(t *testing.T, args ...string) *sensor {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	s := &sensor{t: t, cmd: exec.Command(sensorBin, args...), exited: make(chan error, 1), changed: make(chan struct{})}
+	s.cmd.Stderr = &s.stderr
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.readFindings(stdout)
+		close(done)
+	}()
+	go func() {
+		<-done
+		s.exited <- s.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			if code := s.stop(); code != 0 {
+				t.Errorf("sensor exited with %d on SIGINT; stderr:\n%s", code, s.stderr.String())
+			}
+		}
+		if t.Failed() {
+			t.Logf("sensor %v stderr:\n%s", args, s.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(s.stderr.String(), "sensor ready") {
+		select {
+		case err := <-s.exited:
+			t.Fatalf("sensor exited before it was ready: %v\n%s", err, s.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sensor not ready after %s:\n%s", waitLimit, s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *sensor) readFindings(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var f finding
+		line := sc.Bytes()
+		var raw struct {
+			SigMetadata json.RawMessage
+			Event       json.RawMessage
+			Data        any
+		}
+		err := json.Unmarshal(line, &raw)
+		if err == nil {
+			err = json.Unmarshal(raw.SigMetadata, &f.SigMetadata)
+		}
+		if err == nil {
+			f.Event, err = event.Decode(raw.Event)
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.badLines = append(s.badLines, fmt.Sprintf("%s (%v)", line, err))
+		} else {
+			f.Data = raw.Data
+			s.findings = append(s.findings, f)
+		}
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
+	}
+}
+
+// stop sends SIGINT and returns the exit code.
+func (s *sensor) stop() int {
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(waitLimit):
+		s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Errorf("sensor did not exit within %s of SIGINT", waitLimit)
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// waitFor returns the first finding that match accepts, failing the test after waitLimit.
+func (s *sensor) waitFor(t *testing.T, what string, match func(finding) bool) finding {
+	t.Helper()
+	deadline := time.After(waitLimit)
+	for {
+		s.mu.Lock()
+		for _, f := range s.findings {
+			if match(f) {
+				s.mu.Unlock()
+				return f
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no finding for %s within %s; findings so far: %s", what, waitLimit, s.summary())
+		}
+	}
+}
+
+// matching returns the findings so far that match accepts.
+func (s *sensor) matching(match func(finding) bool) []finding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []finding
+	for _, f := range s.findings {
+		if match(f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (s *sensor) summary() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, f := range s.findings {
+		fmt.Fprintf(&b, "\n  pid=%d comm=%s %s %v origin=%s", f.Event.HostProcessID, f.Event.ProcessName,
+			f.Event.EventName, f.Event.Args, f.Event.Origin)
+	}
+	for _, l := range s.badLines {
+		fmt.Fprintf(&b, "\n  undecodable: %s", l)
+	}
+	return b.String()
+}
+
+// actor is the process that acted, as it reported itself.
+type actor struct {
+	HostPID, NSPID int
+	Comm           string
+}
+
+func byPID(pid int) func(finding) bool {
+	return func(f finding) bool { return f.Event.HostProcessID == pid }
+}
+
+// runAct runs argv, whose first output line is "HOSTPID NSPID COMM" of the process that acts, and returns that
+// process. The command must succeed.
+func runAct(t *testing.T, argv ...string) actor {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%q: %v\nstdout: %s\nstderr: %s", argv, err, out, stderr.String())
+	}
+	return parseActor(t, string(out))
+}
+
+func parseActor(t *testing.T, out string) actor {
+	t.Helper()
+	line, _, _ := strings.Cut(out, "\n")
+	fields := strings.Fields(line)
+	if len(fields) != 3 {
+		t.Fatalf("want \"HOSTPID NSPID COMM\" as the first output line, got %q", out)
+	}
+	host, err1 := strconv.Atoi(fields[0])
+	ns, err2 := strconv.Atoi(fields[1])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("want \"HOSTPID NSPID COMM\" as the first output line, got %q", out)
+	}
+	return actor{HostPID: host, NSPID: ns, Comm: fields[2]}
+}
+
+// inNamespace wraps argv to run in new mount and pid namespaces, like `unshare -mpf` from a shell. /proc
+// stays the host's, so a process there can tell its host pid.
+func inNamespace(argv ...string) []string {
+	return append([]string{"unshare", "--mount", "--pid", "--fork", "--"}, argv...)
+}
+
+// shellAct is a shell script prefix that prints the shell's own "HOSTPID NSPID COMM" using builtins only, so
+// the process that prints is the one that then acts.
+const shellAct = `read -r hp rest < /proc/self/stat; read -r comm < /proc/self/comm; echo "$hp $$ $comm"; `
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

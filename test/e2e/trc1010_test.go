@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"escapewatch/internal/event"
+	"escapewatch/internal/testutil"
+)
+
+// kernelLargeFile is the kernel's O_LARGEFILE on x86_64; Go's unix.O_LARGEFILE is 0 there.
+const kernelLargeFile = 0o100000
+
+// fileFlags is what the kernel keeps in file->f_flags (Tracee's "flags") after an open with flags: O_LARGEFILE
+// forced on 64-bit, the open-time-only flags and O_CLOEXEC (a descriptor flag) removed.
+func fileFlags(flags int) int {
+	return (flags | kernelLargeFile) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC | unix.O_CLOEXEC)
+}
+
+// openCase is one way to open the real release_agent for writing from a new mount+pid namespace.
+type openCase struct {
+	name string
+	// argv acts on agent; extra is a scratch directory of the test's own.
+	argv func(agent, extra string) []string
+	// want: the finding's pathname (default: agent), syscall_pathname, syscall, flags and comm.
+	pathname        func(agent, extra string) string
+	syscallPathname func(agent, extra string) string
+	syscall         string
+	flags           int
+	comm            string // "" = the comm the acting process reported
+}
+
+func same(agent, _ string) string { return agent }
+func none(_, _ string) string     { return "" }
+
+var mustAlert = []openCase{
+	{
+		name:            "shell echo redirect",
+		argv:            func(a, _ string) []string { return []string{"sh", "-c", shellAct + "echo /payload > " + a} },
+		syscallPathname: same, syscall: "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC),
+	},
+	{
+		name: "python open w",
+		argv: func(a, _ string) []string {
+			return []string{"python3", "-c", "import os; print(os.readlink('/proc/self'), os.getpid(), " +
+				"open('/proc/self/comm').read().strip(), flush=True); open('" + a + "', 'w').write('/payload')"}
+		},
+		syscallPathname: same, syscall: "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_CLOEXEC),
+	},
+	{
+		name:            "O_RDWR",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "open", a, "O_RDWR"} },
+		syscallPathname: same, syscall: "openat", flags: fileFlags(unix.O_RDWR | unix.O_CLOEXEC),
+	},
+	{
+		name:            "O_WRONLY|O_APPEND",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "open", a, "O_WRONLY|O_APPEND"} },
+		syscallPathname: same, syscall: "openat", flags: fileFlags(unix.O_WRONLY | unix.O_APPEND | unix.O_CLOEXEC),
+	},
+	{
+		name: "symlink to it",
+		argv: func(a, x string) []string { return []string{triggerBin, "symlink", a, filepath.Join(x, "innocent")} },
+		syscallPathname: func(_, x string) string { return filepath.Join(x, "innocent") },
+		syscall:         "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CLOEXEC),
+	},
+	{
+		name:            "/proc/self/fd reopen",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "procfd", a} },
+		syscallPathname: func(_, _ string) string { return "/proc/self/fd/" }, // prefix: the fd number varies
+		syscall:         "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CLOEXEC),
+	},
+	{
+		name:            "openat2",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "openat2", a} },
+		syscallPathname: same, syscall: "openat2", flags: fileFlags(unix.O_WRONLY),
+	},
+	{
+		name:            "open_by_handle_at",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "handle", a} },
+		syscallPathname: none, syscall: "open_by_handle_at", flags: fileFlags(unix.O_WRONLY),
+	},
+	{
+		// The open runs in an io_uring worker thread of the process: same host pid, its own comm.
+		name:            "io_uring openat",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "iouring", a} },
+		syscallPathname: none, syscall: "io_uring_enter", flags: fileFlags(unix.O_WRONLY), comm: "iou-wrk-",
+	},
+	{
+		name:            "io_uring openat into a fixed file slot",
+		argv:            func(a, _ string) []string { return []string{triggerBin, "iouring-fixed", a} },
+		syscallPathname: none, syscall: "io_uring_enter", flags: fileFlags(unix.O_WRONLY), comm: "iou-wrk-",
+	},
+	{
+		name: "bind mount of the hierarchy",
+		argv: func(a, x string) []string {
+			return []string{"sh", "-c", fmt.Sprintf("mount --bind %s %s && %s echo /payload > %s/release_agent",
+				filepath.Dir(a), x, shellAct, x)}
+		},
+		pathname:        func(_, x string) string { return x + "/release_agent" },
+		syscallPathname: func(_, x string) string { return x + "/release_agent" },
+		syscall:         "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC),
+	},
+}
+
+// TestPrivilegedTRC1010MustAlert runs every must-alert case of spec section 5 from a new mount+pid namespace
+// against the sensor on its defaults, and checks the finding's exact fields.
+func TestPrivilegedTRC1010MustAlert(t *testing.T) {
+	s := startSensor(t)
+	for _, tc := range mustAlert {
+		t.Run(tc.name, func(t *testing.T) {
+			h := testutil.MountHierarchy(t)
+			extra := t.TempDir()
+			act := runAct(t, inNamespace(tc.argv(h.Agent(), extra)...)...)
+			f := s.waitFor(t, tc.name, byPID(act.HostPID))
+
+			wantPath := h.Agent()
+			if tc.pathname != nil {
+				wantPath = tc.pathname(h.Agent(), extra)
+			}
+			ev := f.Event
+			checks := []struct {
+				what      string
+				got, want any
+			}{
+				{"rule", f.SigMetadata.ID, "TRC-1010"},
+				{"event", ev.EventName, event.SecurityFileOpen},
+				{"origin", ev.Origin, event.OriginNamespaced},
+				{"processId", ev.ProcessID, act.NSPID},
+				{"pathname", f.arg("pathname"), wantPath},
+				{"flags", f.arg("flags"), int32(tc.flags)},
+				{"syscall", ev.Syscall, tc.syscall},
+				{"Data", f.Data, nil},
+			}
+			for _, c := range checks {
+				if c.got != c.want {
+					t.Errorf("%s = %v (%T), want %v (%T)", c.what, c.got, c.got, c.want, c.want)
+				}
+			}
+			if tc.comm == "" && ev.ProcessName != act.Comm || tc.comm != "" && !strings.HasPrefix(ev.ProcessName, tc.comm) {
+				t.Errorf("processName = %q, want %q", ev.ProcessName, act.Comm+tc.comm)
+			}
+			sp, _ := f.arg("syscall_pathname").(string)
+			if want := tc.syscallPathname(h.Agent(), extra); !strings.HasPrefix(sp, want) || (want == "") != (sp == "") {
+				t.Errorf("syscall_pathname = %q, want %q", sp, want)
+			}
+			if self, _ := os.Readlink("/proc/self/ns/mnt"); ev.MountNS == 0 || fmt.Sprintf("mnt:[%d]", ev.MountNS) == self {
+				t.Errorf("mountNamespace = %d: want the new namespace, not ours (%s)", ev.MountNS, self)
+			}
+			if ev.Timestamp == 0 || ev.HostName == "" || ev.ArgsNum != 6 {
+				t.Errorf("timestamp %d, hostName %q, argsNum %d: want all set", ev.Timestamp, ev.HostName, ev.ArgsNum)
+			}
+		})
+	}
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A minimal io_uring client: one submission at a time, enough to open and write a file the way an attacker
+// avoiding open(2) would.
+
+const (
+	opOpenat       = 18
+	opWrite        = 23
+	sqeFixedFile   = 1 << 0
+	enterGetEvents = 1 << 0
+	registerFiles  = 2
+	offSQRing      = 0
+	offCQRing      = 0x8000000
+	offSQEs        = 0x10000000
+	featSingleMmap = 1 << 0
+)
+
+type sqringOffsets struct {
+	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+type cqringOffsets struct {
+	Head, Tail, RingMask, RingEntries, Overflow, Cqes, Flags, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+type params struct {
+	SQEntries, CQEntries, Flags, SQThreadCPU, SQThreadIdle, Features, WQFd uint32
+	Resv                                                                   [3]uint32
+	SQOff                                                                  sqringOffsets
+	CQOff                                                                  cqringOffsets
+}
+
+type sqe struct {
+	Opcode      uint8
+	Flags       uint8
+	Ioprio      uint16
+	Fd          int32
+	Off         uint64
+	Addr        uint64
+	Len         uint32
+	OpFlags     uint32
+	UserData    uint64
+	BufIndex    uint16
+	Personality uint16
+	FileIndex   uint32
+	Addr3       uint64
+	Pad         uint64
+}
+
+type cqe struct {
+	UserData uint64
+	Res      int32
+	Flags    uint32
+}
+
+type ring struct {
+	fd     int
+	p      params
+	sq, cq []byte
+	sqes   []byte
+}
+
+func newRing() (*ring, error) {
+	r := &ring{}
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&r.p)), 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("io_uring_setup: %w", errno)
+	}
+	r.fd = int(fd)
+	sqSize := int(r.p.SQOff.Array + r.p.SQEntries*4)
+	cqSize := int(r.p.CQOff.Cqes + r.p.CQEntries*uint32(unsafe.Sizeof(cqe{})))
+	var err error
+	if r.p.Features&featSingleMmap != 0 {
+		size := max(sqSize, cqSize)
+		if r.sq, err = unix.Mmap(r.fd, offSQRing, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+			return nil, fmt.Errorf("mmap rings: %w", err)
+		}
+		r.cq = r.sq
+	} else {
+		if r.sq, err = unix.Mmap(r.fd, offSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+			return nil, fmt.Errorf("mmap sq ring: %w", err)
+		}
+		if r.cq, err = unix.Mmap(r.fd, offCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+			return nil, fmt.Errorf("mmap cq ring: %w", err)
+		}
+	}
+	if r.sqes, err = unix.Mmap(r.fd, offSQEs, int(r.p.SQEntries)*int(unsafe.Sizeof(sqe{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		return nil, fmt.Errorf("mmap sqes: %w", err)
+	}
+	return r, nil
+}
+
+func (r *ring) u32(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+
+// submit queues one request, waits for its completion and returns its result.
+func (r *ring) submit(e sqe) (int32, error) {
+	tail := atomic.LoadUint32(r.u32(r.sq, r.p.SQOff.Tail))
+	mask := *r.u32(r.sq, r.p.SQOff.RingMask)
+	idx := tail & mask
+	*(*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})])) = e
+	*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
+	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+1)
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 1, enterGetEvents, 0, 0); errno != 0 {
+		return 0, fmt.Errorf("io_uring_enter: %w", errno)
+	}
+	head := atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Head))
+	if head == atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Tail)) {
+		return 0, fmt.Errorf("io_uring: no completion")
+	}
+	cmask := *r.u32(r.cq, r.p.CQOff.RingMask)
+	c := *(*cqe)(unsafe.Pointer(&r.cq[uintptr(r.p.CQOff.Cqes)+uintptr(head&cmask)*unsafe.Sizeof(cqe{})]))
+	atomic.StoreUint32(r.u32(r.cq, r.p.CQOff.Head), head+1)
+	return c.Res, nil
+}
+
+// ioUringOpen opens path for writing with IORING_OP_OPENAT and writes the payload path into it. With fixed,
+// the file goes into registered slot 0 instead of the descriptor table, then is written with IORING_OP_WRITE.
+func ioUringOpen(path string, fixed bool) error {
+	r, err := newRing()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(r.fd)
+	name, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	open := sqe{Opcode: opOpenat, Fd: unix.AT_FDCWD, Addr: uint64(uintptr(unsafe.Pointer(name))), OpFlags: unix.O_WRONLY}
+	if fixed {
+		sparse := []int32{-1}
+		if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles, uintptr(unsafe.Pointer(&sparse[0])), 1, 0, 0); errno != 0 {
+			return fmt.Errorf("register a file slot: %w", errno)
+		}
+		open.FileIndex = 1 // slot 0
+	}
+	res, err := r.submit(open)
+	if err != nil {
+		return err
+	}
+	if res < 0 {
+		return fmt.Errorf("IORING_OP_OPENAT: %w", unix.Errno(-res))
+	}
+	value := []byte(agentValue)
+	write := sqe{Opcode: opWrite, Fd: res, Addr: ptr(value), Len: uint32(len(value)), Off: ^uint64(0)}
+	if fixed {
+		write.Fd, write.Flags = 0, sqeFixedFile
+	} else {
+		defer unix.Close(int(res))
+	}
+	if res, err = r.submit(write); err != nil {
+		return err
+	}
+	if res < 0 {
+		return fmt.Errorf("IORING_OP_WRITE: %w", unix.Errno(-res))
+	}
+	return nil
+}

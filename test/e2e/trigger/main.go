@@ -1,0 +1,149 @@
+// Command trigger performs one way of opening, renaming or inspecting a file, for the end-to-end tests. Before
+// acting it prints "HOSTPID NSPID COMM" on one line so the test knows exactly which process to expect in a finding.
+//
+//	trigger METHOD PATH [ARG]
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"escapewatch/internal/event"
+)
+
+const agentValue = "/escapewatch-e2e-payload\n"
+
+func main() {
+	if len(os.Args) < 3 {
+		fail(fmt.Errorf("usage: trigger METHOD PATH [ARG]"))
+	}
+	method, path := os.Args[1], os.Args[2]
+	// /proc is the host's (the tests do not remount it), so /proc/self names this process in the host's pid
+	// namespace while getpid() answers in its own.
+	self, err := os.Readlink("/proc/self")
+	if err != nil {
+		fail(err)
+	}
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		fail(err)
+	}
+	fmt.Printf("%s %d %s", self, os.Getpid(), comm)
+	if err := act(method, path, os.Args[3:]); err != nil {
+		fail(fmt.Errorf("%s %s: %w", method, path, err))
+	}
+}
+
+func act(method, path string, rest []string) error {
+	switch method {
+	case "open": // open PATH FLAGS, e.g. "O_WRONLY|O_APPEND"
+		if len(rest) != 1 {
+			return fmt.Errorf("open needs FLAGS")
+		}
+		flags, err := event.ParseOpenFlags(rest[0])
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Open(path, flags, 0o644)
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, flags)
+	case "openat2":
+		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_WRONLY})
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, unix.O_WRONLY)
+	case "procfd": // reopen an O_PATH descriptor for writing through /proc/self/fd
+		pfd, err := unix.Open(path, unix.O_PATH, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(pfd)
+		fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pfd), unix.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, unix.O_WRONLY)
+	case "symlink": // open through a symlink LINK (rest[0]) that points at PATH
+		if len(rest) != 1 {
+			return fmt.Errorf("symlink needs LINK")
+		}
+		if err := os.Symlink(path, rest[0]); err != nil {
+			return err
+		}
+		fd, err := unix.Open(rest[0], unix.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, unix.O_WRONLY)
+	case "handle":
+		return byHandle(path)
+	case "iouring":
+		return ioUringOpen(path, false)
+	case "iouring-fixed":
+		return ioUringOpen(path, true)
+	case "stat":
+		var st unix.Stat_t
+		return unix.Stat(path, &st)
+	case "access":
+		return unix.Access(path, unix.W_OK)
+	case "rename": // rename PATH to rest[0]
+		if len(rest) != 1 {
+			return fmt.Errorf("rename needs NEWPATH")
+		}
+		return os.Rename(path, rest[0])
+	case "rename-rel": // renameat with the directory of rest[0] as dirfd and its base name
+		if len(rest) != 1 {
+			return fmt.Errorf("rename-rel needs NEWPATH")
+		}
+		dir, err := unix.Open(filepath.Dir(rest[0]), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dir)
+		return unix.Renameat(unix.AT_FDCWD, path, dir, filepath.Base(rest[0]))
+	}
+	return fmt.Errorf("unknown method")
+}
+
+func writeAndClose(fd, flags int) error {
+	defer unix.Close(fd)
+	if flags&unix.O_ACCMODE == unix.O_RDONLY {
+		return nil
+	}
+	_, err := unix.Write(fd, []byte(agentValue))
+	return err
+}
+
+// byHandle opens PATH with name_to_handle_at + open_by_handle_at, the way that bypasses path lookup.
+func byHandle(path string) error {
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
+	if err != nil {
+		return fmt.Errorf("name_to_handle_at: %w", err)
+	}
+	mfd, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY, 0) // O_PATH is refused as mount_fd
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
+	fd, err := unix.OpenByHandleAt(mfd, h, unix.O_WRONLY)
+	if err != nil {
+		return fmt.Errorf("open_by_handle_at: %w", err)
+	}
+	return writeAndClose(fd, unix.O_WRONLY)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "trigger:", err)
+	os.Exit(1)
+}
+
+// ptr keeps byte slices alive as raw addresses for the kernel.
+func ptr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
