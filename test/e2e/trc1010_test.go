@@ -63,8 +63,8 @@ var mustAlert = []openCase{
 		syscallPathname: same, syscall: "openat", flags: fileFlags(unix.O_WRONLY | unix.O_APPEND | unix.O_CLOEXEC),
 	},
 	{
-		name: "symlink to it",
-		argv: func(a, x string) []string { return []string{triggerBin, "symlink", a, filepath.Join(x, "innocent")} },
+		name:            "symlink to it",
+		argv:            func(a, x string) []string { return []string{triggerBin, "symlink", a, filepath.Join(x, "innocent")} },
 		syscallPathname: func(_, x string) string { return filepath.Join(x, "innocent") },
 		syscall:         "openat", flags: fileFlags(unix.O_WRONLY | unix.O_CLOEXEC),
 	},
