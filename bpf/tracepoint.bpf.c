@@ -113,6 +113,11 @@ static __always_inline void renamed(struct pt_regs *regs, int compat, enum ew_op
 	const char *old_name = (const char *)sys_arg(regs, compat, base);
 	const char *new_name = (const char *)sys_arg(regs, compat, op == EW_OP_RENAME_AT ? 3 : 1);
 
+	/* kernfs refuses every rename onto the real release_agent (and cross-filesystem renames fail), so a rename
+	 * that succeeded never replaced it: in the strict mode only refused attempts can be about the agent. */
+	if (ret == 0 && !any_fs)
+		return;
+
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)

@@ -11,10 +11,11 @@ import (
 
 const cgroupSuperMagic = 0x27e0eb
 
-// renameTargetsAgent decides, for a rename whose new name ends in release_agent, whether that name is the
-// release_agent at the root of a cgroup v1 hierarchy (spec section 3). The kernel decides for plain names; a
-// name with a directory part is resolved here, inside the renaming process's root, since a BPF program cannot
-// walk a path. When that is impossible (the process is gone) the rename is kept: a miss is worse than noise.
+// renameTargetsAgent decides, for a refused rename whose new name ends in release_agent, whether that name is
+// the release_agent at the root of a cgroup v1 hierarchy (spec section 3). (Successful renames never are; the
+// kernel drops them.) The kernel decides for plain names; a name with a directory part is resolved here, inside
+// the renaming process's root, since a BPF program cannot walk a path. When that is impossible (the process is
+// gone) the attempt is kept: a miss is worse than the rare noise of a refused rename to that name.
 func (c *converter) renameTargetsAgent(r *Record) bool {
 	if r.Has(tracepointEwFactEW_FACT_CGROUP1AGENT) {
 		return true

@@ -80,3 +80,20 @@ func removeChildCgroups(t testing.TB, dir string) {
 		}
 	}
 }
+
+// MountTmpfs mounts a private tmpfs for files that only look like a release_agent, and unmounts it when the
+// test ends.
+func MountTmpfs(t testing.TB) string {
+	t.Helper()
+	RequirePrivileged(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}

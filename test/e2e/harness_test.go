@@ -101,7 +101,7 @@ func startSensor(t *testing.T, args ...string) *sensor {
 	}()
 	t.Cleanup(func() {
 		if s.cmd.ProcessState == nil {
-			if code := s.stop(); code != 0 {
+			if code := s.stop(syscall.SIGINT); code != 0 {
 				t.Errorf("sensor exited with %d on SIGINT; stderr:\n%s", code, s.stderr.String())
 			}
 		}
@@ -155,9 +155,9 @@ func (s *sensor) readFindings(r io.Reader) {
 	}
 }
 
-// stop sends SIGINT and returns the exit code.
-func (s *sensor) stop() int {
-	s.cmd.Process.Signal(syscall.SIGINT)
+// stop sends sig and returns the exit code.
+func (s *sensor) stop(sig os.Signal) int {
+	s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
 	case <-time.After(waitLimit):
@@ -239,6 +239,19 @@ func runAct(t *testing.T, argv ...string) actor {
 		t.Fatalf("%q: %v\nstdout: %s\nstderr: %s", argv, err, out, stderr.String())
 	}
 	return parseActor(t, string(out))
+}
+
+// runExpectFailure runs argv, which must fail, and returns its stdout and stderr.
+func runExpectFailure(t *testing.T, argv ...string) (string, string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err == nil {
+		t.Fatalf("%q succeeded, want a failure\nstdout: %s", argv, out)
+	}
+	return string(out), stderr.String()
 }
 
 func parseActor(t *testing.T, out string) actor {
