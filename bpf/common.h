@@ -117,6 +117,19 @@ static __always_inline int ew_classify_dentry(struct dentry *dentry)
 	return facts;
 }
 
+/* ew_fd_file_btf is ew_fd_file for a BTF-typed task (bpf_get_current_task_btf): the pointer chain is read with
+ * direct loads, only the indexed slot needs a helper. */
+static __always_inline struct file *ew_fd_file_btf(struct task_struct *task, int fd)
+{
+	struct fdtable *fdt = task->files->fdt;
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	return file;
+}
+
 static __always_inline struct file *ew_fd_file(struct task_struct *task, int fd)
 {
 	struct files_struct *files = BPF_CORE_READ(task, files);

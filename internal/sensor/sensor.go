@@ -94,18 +94,8 @@ func Open(cfg Config) (s *Sensor, err error) {
 			s.Close()
 		}
 	}()
-	for _, p := range []struct {
-		prog *ebpf.Program
-		hook string
-	}{
-		{s.objs.EwSysExit, "tp_btf/sys_exit"},
-		{s.objs.EwIoUringComplete, "tp_btf/io_uring_complete"},
-	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
-		if err != nil {
-			return nil, fmt.Errorf("attach %s (needs BTF-enabled raw tracepoints, kernel 5.5 or later): %w", p.hook, err)
-		}
-		s.links = append(s.links, l)
+	if err := s.attach(); err != nil {
+		return nil, err
 	}
 	s.reader, err = ringbuf.NewReader(s.objs.EwEvents)
 	if err != nil {
@@ -203,6 +193,25 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+func (s *Sensor) attach() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range []struct {
+		prog *ebpf.Program
+		hook string
+	}{
+		{s.objs.EwSysExit, "tp_btf/sys_exit"},
+		{s.objs.EwIoUringComplete, "tp_btf/io_uring_complete"},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			return fmt.Errorf("attach %s (needs BTF-enabled raw tracepoints, kernel 5.5 or later): %w", p.hook, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
 }
 
 func (s *Sensor) detach() {
