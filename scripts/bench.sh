@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Reproduces the README's performance figures (root, on the machine to be measured):
+#   - added cost per unrelated open()+close(): detached vs an empty program on the same hook vs escapewatch,
+#     interleaved in one run, as percentages of the detached cost;
+#   - write-to-finding latency p50/p99 through the whole pipeline.
+# Raw results go to bench/out/, the summary (benchstat: median and spread over COUNT runs) to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${COUNT:-10}
+iterations=${ITERATIONS:-60}
+mkdir -p bench/out
+out=bench/out/$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+	echo "# kernel: $(uname -r)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	go test -run '^$' -bench . -benchtime "${iterations}x" -count "$count" ./internal/sensor
+} | tee "$out" >&2
+go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da "$out"
+echo "raw results: $out" >&2
