@@ -338,12 +338,10 @@ static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *
 	bpf_probe_read_kernel_str(t->hostname, sizeof(t->hostname), &uts->name.nodename);
 }
 
-static __always_inline struct ew_record *ew_record_begin(__u32 kind, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+/* ew_record_head fills everything but the path strings, which each kind of record sets itself. */
+static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u32 source, __s64 ret, __u32 nr,
+					   __u32 facts)
 {
-	__u32 zero = 0;
-	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
-	if (!r)
-		return NULL;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	r->kind = kind;
@@ -356,13 +354,8 @@ static __always_inline struct ew_record *ew_record_begin(__u32 kind, __u32 sourc
 	r->dev = 0;
 	r->file_flags = 0;
 	r->fs_magic = 0;
-	r->path[0] = 0;
-	r->arg_path[0] = 0;
-	r->arg_path2[0] = 0;
-	r->base_path[0] = 0;
 	ew_fill_task(&r->task, task);
 	ew_cgroup_path(task, r->cgroup_path);
-	return r;
 }
 
 static __always_inline void ew_record_file(struct ew_record *r, struct file *file)
@@ -399,9 +392,14 @@ static __always_inline void ew_file_opened(struct file *file, __u32 source, __s6
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0)
 		return;
-	struct ew_record *r = ew_record_begin(EW_KIND_FILE_OPEN, source, ret, nr, facts | kfacts);
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
 		return;
+	ew_record_head(r, EW_KIND_FILE_OPEN, source, ret, nr, facts | kfacts);
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	r->base_path[0] = 0;
 	ew_record_file(r, file);
 	if (user_path)
 		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);

@@ -149,18 +149,7 @@ static __always_inline void renamed(struct pt_regs *regs, int compat, enum ew_op
 	if (r->arg_path2[0] != '/')
 		dir_path(task, old_dfd, r->base_path, &facts);
 
-	r->kind = EW_KIND_INODE_RENAME;
-	r->source = EW_SOURCE_SYSCALL;
-	r->ret = ret;
-	r->syscall_nr = nr;
-	r->facts = facts;
-	r->inode = 0;
-	r->ctime_ns = 0;
-	r->dev = 0;
-	r->file_flags = 0;
-	r->fs_magic = 0;
-	ew_fill_task(&r->task, task);
-	ew_cgroup_path(task, r->cgroup_path);
+	ew_record_head(r, EW_KIND_INODE_RENAME, EW_SOURCE_SYSCALL, ret, nr, facts);
 	ew_emit(r);
 }
 

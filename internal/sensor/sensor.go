@@ -107,9 +107,25 @@ func Open(cfg Config) (s *Sensor, err error) {
 // Backend names the kind of hooks in use.
 func (s *Sensor) Backend() string { return BackendTracepoint }
 
-// Programs lists the attached hooks, for the startup log.
+// Programs lists the hooks the programs attach to, for the startup log.
 func (s *Sensor) Programs() []string {
-	return []string{"tp_btf/sys_exit", "tp_btf/io_uring_complete"}
+	var hooks []string
+	for _, p := range s.programs() {
+		hooks = append(hooks, p.hook)
+	}
+	return hooks
+}
+
+type program struct {
+	prog *ebpf.Program
+	hook string
+}
+
+func (s *Sensor) programs() []program {
+	return []program{
+		{s.objs.EwSysExit, "tp_btf/sys_exit"},
+		{s.objs.EwIoUringComplete, "tp_btf/io_uring_complete"},
+	}
 }
 
 // Run delivers events until ctx is cancelled. Then it detaches the programs, so nothing new arrives, delivers
@@ -198,13 +214,7 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 func (s *Sensor) attach() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range []struct {
-		prog *ebpf.Program
-		hook string
-	}{
-		{s.objs.EwSysExit, "tp_btf/sys_exit"},
-		{s.objs.EwIoUringComplete, "tp_btf/io_uring_complete"},
-	} {
+	for _, p := range s.programs() {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			return fmt.Errorf("attach %s (needs BTF-enabled raw tracepoints, kernel 5.5 or later): %w", p.hook, err)
