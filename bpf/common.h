@@ -22,19 +22,17 @@
 #define EW_NAME_MAX 255
 #define EW_AT_FDCWD -100
 #define EW_TS_COMPAT 0x0002
-
-/* Emits the enums into BTF so bpf2go generates their Go constants; never used at run time. */
-struct ew_exported_enums {
-	enum ew_kind kind;
-	enum ew_source source;
-	enum ew_fact fact;
-	enum ew_counter counter;
-};
-const struct ew_exported_enums *ew_unused_enums __attribute__((unused));
+#define EW_FMODE_WRITE 0x2
+#define EW_EPERM 1
+#define EW_SIGKILL 9
 
 /* Set by the loader before the programs are loaded. */
 /* any_fs: pass every file named release_agent (Tracee's behaviour), not only the real cgroup v1 one. */
 const volatile __u8 any_fs = 0;
+/* enforce: stop writes to the real release_agent by processes outside the host's namespaces. */
+const volatile __u8 enforce = 0;
+const volatile __u32 host_mnt_ns = 0;
+const volatile __u32 host_pid_ns = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -296,12 +294,21 @@ static __always_inline void ew_cgroup_path(struct task_struct *task, char *dst)
 	ew_path_copy(dst, w.pos, EW_CGROUP_PATH_MAX);
 }
 
-static __always_inline __u32 ew_pid_vnr(struct pid *pid)
+/* ew_upid returns pid's number and namespace at a pid-namespace level (0 = the initial namespace). */
+static __always_inline struct upid ew_upid(struct pid *pid, unsigned int level)
 {
-	unsigned int level = BPF_CORE_READ(pid, level);
 	struct upid upid = {};
 	bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&pid->numbers + (level & 31) * sizeof(struct upid));
-	return upid.nr;
+	return upid;
+}
+
+/* ew_pid_ns returns the inode number of the pid namespace the task lives in. */
+static __always_inline __u32 ew_pid_ns(struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct pid_namespace *ns = ew_upid(pid, level).ns;
+	return BPF_CORE_READ(ns, ns.inum);
 }
 
 static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *task)
@@ -309,9 +316,11 @@ static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *
 	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
 	struct pid *thread_pid = BPF_CORE_READ(task, thread_pid);
-	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct pid *leader_pid = BPF_CORE_READ(leader, thread_pid);
+	struct pid *parent_pid = BPF_CORE_READ(parent, thread_pid);
 	unsigned int level = BPF_CORE_READ(thread_pid, level);
-	struct upid upid = {};
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct upid own = ew_upid(thread_pid, level);
 
 	t->boot_ns = bpf_ktime_get_boot_ns();
 	t->start_boot_ns = BPF_CORE_READ(task, start_boottime);
@@ -319,19 +328,18 @@ static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *
 	t->host_pid = BPF_CORE_READ(task, tgid);
 	t->host_tid = BPF_CORE_READ(task, pid);
 	t->host_ppid = BPF_CORE_READ(parent, tgid);
-	t->tid = ew_pid_vnr(thread_pid);
-	t->pid = ew_pid_vnr(BPF_CORE_READ(leader, thread_pid));
+	t->tid = own.nr;
+	t->pid = ew_upid(leader_pid, level).nr;
 	/* The parent as the task's namespace sees it: 0 when the parent lives outside that namespace. */
-	struct pid *ppid = BPF_CORE_READ(parent, thread_pid);
-	if (BPF_CORE_READ(ppid, level) >= level) {
-		bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&ppid->numbers + (level & 31) * sizeof(struct upid));
-		t->ppid = upid.nr;
-	}
+	if (BPF_CORE_READ(parent_pid, level) >= level)
+		t->ppid = ew_upid(parent_pid, level).nr;
+	else
+		t->ppid = 0;
 	t->uid = (__u32)uid_gid;
 	t->gid = uid_gid >> 32;
 	t->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
-	bpf_probe_read_kernel(&upid, sizeof(upid), (void *)&thread_pid->numbers + (level & 31) * sizeof(struct upid));
-	t->pid_ns = BPF_CORE_READ(upid.ns, ns.inum);
+	struct pid_namespace *pid_ns = own.ns;
+	t->pid_ns = BPF_CORE_READ(pid_ns, ns.inum);
 	t->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
 	struct uts_namespace *uts = BPF_CORE_READ(task, nsproxy, uts_ns);
@@ -354,6 +362,7 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->dev = 0;
 	r->file_flags = 0;
 	r->fs_magic = 0;
+	r->action = EW_ACTION_ALERT;
 	ew_fill_task(&r->task, task);
 	ew_cgroup_path(task, r->cgroup_path);
 }
@@ -384,18 +393,34 @@ static __always_inline void ew_emit(struct ew_record *r)
 		ew_count(EW_COUNTER_EMITTED);
 }
 
-/* ew_file_opened: the shared body for every hook that sees a newly opened file. */
-static __always_inline void ew_file_opened(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts,
-					   const char *user_path)
+/* ew_enforce decides what --enforce does to the current task for an operation on the real release_agent: nothing
+ * for the host's own processes (same mount and pid namespaces as the host's init); otherwise deny when the hook
+ * can, else SIGKILL, which the kernel delivers before the task returns to user space. */
+static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny)
+{
+	if (!enforce)
+		return EW_ACTION_ALERT;
+	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
+		return EW_ACTION_ALERT;
+	if (can_deny)
+		return EW_ACTION_DENIED;
+	bpf_send_signal(EW_SIGKILL);
+	return EW_ACTION_KILLED;
+}
+
+/* ew_file_opened: the shared body for every hook that sees a newly opened file. Returns the action taken; a
+ * hook that can deny returns -EPERM for EW_ACTION_DENIED. */
+static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts,
+					    const char *user_path, int can_deny)
 {
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0)
-		return;
+		return EW_ACTION_ALERT;
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
-		return;
+		return EW_ACTION_ALERT;
 	ew_record_head(r, EW_KIND_FILE_OPEN, source, ret, nr, facts | kfacts);
 	r->arg_path[0] = 0;
 	r->arg_path2[0] = 0;
@@ -403,7 +428,13 @@ static __always_inline void ew_file_opened(struct file *file, __u32 source, __s6
 	ew_record_file(r, file);
 	if (user_path)
 		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);
+	if ((kfacts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
+		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny);
+		if (r->action == EW_ACTION_DENIED)
+			r->ret = -EW_EPERM;
+	}
 	ew_emit(r);
+	return r->action;
 }
 
 #endif

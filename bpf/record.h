@@ -29,6 +29,13 @@ enum ew_fact {
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
 };
 
+/* What the kernel side did about the operation. */
+enum ew_action {
+	EW_ACTION_ALERT = 0,  /* reported only */
+	EW_ACTION_DENIED = 1, /* refused with EPERM (LSM backend, --enforce) */
+	EW_ACTION_KILLED = 2, /* the process was sent SIGKILL before returning to user space (--enforce) */
+};
+
 /* Indexes of the per-CPU counter array, summed by user space. */
 enum ew_counter {
 	EW_COUNTER_EMITTED = 0,
@@ -68,7 +75,7 @@ struct ew_record {
 	__u32 dev;
 	__u32 file_flags; /* file->f_flags */
 	__u32 fs_magic;
-	__u32 pad0;
+	__u32 action; /* enum ew_action */
 	char cgroup_path[EW_CGROUP_PATH_MAX];
 	/* file_open: the kernel-resolved pathname.     rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];

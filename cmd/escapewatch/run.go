@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +18,11 @@ import (
 )
 
 func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "escapewatch run [--scope LIST] [--any-fs] [--log-level LEVEL]", stderr)
+	fs := newFlagSet("run", "escapewatch run [--backend NAME] [--enforce] [--scope LIST] [--any-fs] [--log-level LEVEL]", stderr)
+	backend := fs.String("backend", sensor.BackendAuto,
+		"kernel hooks to use: "+strings.Join(sensor.BackendNames(), ", ")+" (auto picks the best the kernel offers)")
+	enforce := fs.Bool("enforce", false,
+		"stop writes to the real release_agent by processes outside the host's namespaces: denied (lsm) or killed (other backends)")
 	scopeFlag := fs.String("scope", rule.LiveScope.String(),
 		"origins that may raise findings: comma-separated container, container-init, namespaced, host, or all")
 	anyFS := fs.Bool("any-fs", false,
@@ -45,14 +50,16 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	s, err := sensor.Open(sensor.Config{AnyFS: *anyFS, Classifier: classifier, Logger: log})
+	s, err := sensor.Open(sensor.Config{
+		Backend: *backend, AnyFS: *anyFS, Enforce: *enforce, Classifier: classifier, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
 		"host_namespaces_from", classifier.Source(),
-		"any_fs", *anyFS, "version", buildVersion())
+		"any_fs", *anyFS, "enforce", *enforce, "version", buildVersion())
 
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)

@@ -65,7 +65,17 @@ type Event struct {
 	// determined. Tracee never writes it, so replayed events leave it empty
 	// and OriginOf falls back to Tracee's own rule.
 	Origin string `json:"origin,omitempty"`
+	// Action is escapewatch's extension: what the live sensor did about the operation (ActionAlert,
+	// ActionDenied, ActionKilled). Empty in replayed events.
+	Action string `json:"action,omitempty"`
 }
+
+// What the live sensor did about an operation.
+const (
+	ActionAlert  = "alert"  // reported only
+	ActionDenied = "denied" // the kernel refused it (lsm backend, --enforce)
+	ActionKilled = "killed" // the process was killed before it returned to user space (--enforce)
+)
 
 // File is Tracee's trace.File.
 type File struct {

@@ -24,6 +24,12 @@ var (
 	}
 )
 
+var actionNames = map[kernelEwAction]string{
+	kernelEwActionEW_ACTION_ALERT:  event.ActionAlert,
+	kernelEwActionEW_ACTION_DENIED: event.ActionDenied,
+	kernelEwActionEW_ACTION_KILLED: event.ActionKilled,
+}
+
 // converter turns kernel records into Tracee-shaped events.
 type converter struct {
 	classifier *enrich.Classifier
@@ -71,14 +77,18 @@ func (c *converter) event(r *Record) event.Event {
 		StackAddresses:      []uint64{},
 		ContextFlags: event.ContextFlags{
 			ContainerStarted: origin == event.OriginContainer,
-			IsCompat:         r.Has(tracepointEwFactEW_FACT_COMPAT_SYSCALL),
+			IsCompat:         r.Has(kernelEwFactEW_FACT_COMPAT_SYSCALL),
 		},
 		Origin: origin,
+		Action: actionNames[kernelEwAction(r.Action)],
 	}
 	switch r.Kind {
-	case tracepointEwKindEW_KIND_FILE_OPEN:
+	case kernelEwKindEW_KIND_FILE_OPEN:
 		ev.EventID, ev.EventName = event.SecurityFileOpenID, event.SecurityFileOpen
-		// The LSM hook this event stands for returned 0: the open succeeded (failed opens are not recorded).
+		// Like Tracee's, the value the security hook returned: 0, or -EPERM when escapewatch denied the open.
+		if r.Ret < 0 {
+			ev.ReturnValue = int(r.Ret)
+		}
 		ev.Args = []event.Argument{
 			arg("pathname", "const char*", r.Path),
 			arg("flags", "int", int32(r.FileFlags)),
@@ -87,7 +97,7 @@ func (c *converter) event(r *Record) event.Event {
 			arg("ctime", "unsigned long", r.CtimeNs),
 			arg("syscall_pathname", "const char*", r.ArgPath),
 		}
-	case tracepointEwKindEW_KIND_INODE_RENAME:
+	case kernelEwKindEW_KIND_INODE_RENAME:
 		ev.EventID, ev.EventName = event.SecurityInodeRenameID, event.SecurityInodeRename
 		ev.ReturnValue = int(r.Ret)
 		ev.Args = []event.Argument{
@@ -100,11 +110,11 @@ func (c *converter) event(r *Record) event.Event {
 }
 
 func (c *converter) syscallName(r *Record) string {
-	if r.Source == tracepointEwSourceEW_SOURCE_IO_URING {
+	if r.Source == kernelEwSourceEW_SOURCE_IO_URING {
 		return "io_uring_enter" // the request was submitted through io_uring, not an open syscall
 	}
 	names := syscallNames
-	if r.Has(tracepointEwFactEW_FACT_COMPAT_SYSCALL) {
+	if r.Has(kernelEwFactEW_FACT_COMPAT_SYSCALL) {
 		names = compatSyscallNames
 	}
 	if n, ok := names[r.SyscallNr]; ok {

@@ -7,17 +7,18 @@ import (
 
 // Record is one kernel record with its C strings turned into Go strings.
 type Record struct {
-	Kind      tracepointEwKind
-	Source    tracepointEwSource
+	Kind      kernelEwKind
+	Source    kernelEwSource
 	Ret       int64
 	SyscallNr uint32
-	Facts     tracepointEwFact
+	Facts     kernelEwFact
 	Task      Task
 	Inode     uint64
 	CtimeNs   uint64
 	Dev       uint32
 	FileFlags uint32
 	FsMagic   uint32
+	Action    uint32 // enum ew_action
 	// CgroupPath is the task's cgroup (v2, or the first v1 controller below the root).
 	CgroupPath string
 	// Path is, for opens, the kernel-resolved path; for renames, the directory a relative new name starts from.
@@ -44,27 +45,27 @@ type Task struct {
 }
 
 // Has reports whether every bit of f is set.
-func (r *Record) Has(f tracepointEwFact) bool { return r.Facts&f == f }
+func (r *Record) Has(f kernelEwFact) bool { return r.Facts&f == f }
 
 // decodeRecord turns the raw bytes of one ring-buffer sample into a Record. The sample is the C struct
 // ew_record exactly (little-endian, same layout: bpf2go generated the Go type from its BTF).
 func decodeRecord(raw []byte) (Record, error) {
-	if size := int(unsafe.Sizeof(tracepointEwRecord{})); len(raw) < size {
+	if size := int(unsafe.Sizeof(kernelEwRecord{})); len(raw) < size {
 		return Record{}, fmt.Errorf("short record: %d bytes, want %d", len(raw), size)
 	}
-	c := (*tracepointEwRecord)(unsafe.Pointer(&raw[0]))
-	switch tracepointEwKind(c.Kind) {
-	case tracepointEwKindEW_KIND_FILE_OPEN, tracepointEwKindEW_KIND_INODE_RENAME:
+	c := (*kernelEwRecord)(unsafe.Pointer(&raw[0]))
+	switch kernelEwKind(c.Kind) {
+	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_INODE_RENAME:
 	default:
 		return Record{}, fmt.Errorf("unknown record kind %d", c.Kind)
 	}
 	t := &c.Task
 	return Record{
-		Kind:      tracepointEwKind(c.Kind),
-		Source:    tracepointEwSource(c.Source),
+		Kind:      kernelEwKind(c.Kind),
+		Source:    kernelEwSource(c.Source),
 		Ret:       c.Ret,
 		SyscallNr: c.SyscallNr,
-		Facts:     tracepointEwFact(c.Facts),
+		Facts:     kernelEwFact(c.Facts),
 		Task: Task{
 			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId,
 			HostPID: t.HostPid, HostTID: t.HostTid, HostPPID: t.HostPpid,
@@ -77,6 +78,7 @@ func decodeRecord(raw []byte) (Record, error) {
 		Dev:        c.Dev,
 		FileFlags:  c.FileFlags,
 		FsMagic:    c.FsMagic,
+		Action:     c.Action,
 		CgroupPath: cString(c.CgroupPath[:]),
 		Path:       cString(c.Path[:]),
 		ArgPath:    cString(c.ArgPath[:]),

@@ -17,10 +17,10 @@ const cgroupSuperMagic = 0x27e0eb
 // the renaming process's root, since a BPF program cannot walk a path. When that is impossible (the process is
 // gone) the attempt is kept: a miss is worse than the rare noise of a refused rename to that name.
 func (c *converter) renameTargetsAgent(r *Record) bool {
-	if r.Has(tracepointEwFactEW_FACT_CGROUP1AGENT) {
+	if r.Has(kernelEwFactEW_FACT_CGROUP1AGENT) {
 		return true
 	}
-	if r.Has(tracepointEwFactEW_FACT_DIR_RESOLVED) {
+	if r.Has(kernelEwFactEW_FACT_DIR_RESOLVED) {
 		return false
 	}
 	dir := path.Dir(joinDir(r.Path, r.ArgPath))

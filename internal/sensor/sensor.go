@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,33 +16,39 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"escapewatch/internal/enrich"
 	"escapewatch/internal/event"
 )
 
-// Backend names.
-const BackendTracepoint = "tracepoint"
-
-// Config selects what the kernel side lets through.
+// Config selects the hooks and what the kernel side lets through.
 type Config struct {
+	// Backend is one of BackendNames(); "" or "auto" picks the best the kernel offers.
+	Backend string
 	// AnyFS passes every file named release_agent on any filesystem (Tracee's behaviour) instead of only the
 	// release_agent at the root of a cgroup v1 hierarchy.
 	AnyFS bool
-	// Classifier assigns origin classes; required.
+	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
+	// lsm backend, killed on the others.
+	Enforce bool
+	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
 	Logger     *slog.Logger
 }
 
 // Sensor is a loaded and attached set of programs.
 type Sensor struct {
-	objs   tracepointObjects
-	mu     sync.Mutex // guards links: Run's shutdown and Close both detach
-	links  []link.Link
-	reader *ringbuf.Reader
-	conv   *converter
-	anyFS  bool
-	log    *slog.Logger
+	backend  *backend
+	coll     *ebpf.Collection
+	events   *ebpf.Map
+	counters *ebpf.Map
+	mu       sync.Mutex // guards links: Run's shutdown and Close both detach
+	links    []link.Link
+	reader   *ringbuf.Reader
+	conv     *converter
+	anyFS    bool
+	log      *slog.Logger
 
 	records      atomic.Uint64 // records read from the ring buffer
 	decodeErrors atomic.Uint64 // records that could not be decoded (never expected: a layout bug)
@@ -55,8 +61,9 @@ type Stats struct {
 	KernelEmitted, KernelDropped    uint64
 }
 
-// Open loads the tracepoint backend and attaches it.
-func Open(cfg Config) (s *Sensor, err error) {
+// Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
+// first whose programs load and attach, logging why each better one was passed over.
+func Open(cfg Config) (*Sensor, error) {
 	if cfg.Classifier == nil {
 		return nil, errors.New("sensor: no origin classifier")
 	}
@@ -64,68 +71,99 @@ func Open(cfg Config) (s *Sensor, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove the memlock limit (run as root): %w", err)
+	}
+	if cfg.Backend != "" && cfg.Backend != BackendAuto {
+		b, err := findBackend(cfg.Backend)
+		if err != nil {
+			return nil, err
+		}
+		s, err := openBackend(b, cfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w; it needs %s", b.name, err, b.needs)
+		}
+		return s, nil
+	}
+	var skipped []string
+	for i := range backends {
+		b := &backends[i]
+		s, err := openBackend(b, cfg, log)
+		if err == nil {
+			log.Info("backend chosen", "backend", b.name, "passed_over", skipped)
+			return s, nil
+		}
+		if !errors.Is(err, errNotAvailable) {
+			return nil, fmt.Errorf("backend %s: %w", b.name, err)
+		}
+		log.Info("backend not available, trying the next", "backend", b.name, "reason", err)
+		skipped = append(skipped, b.name)
+	}
+	return nil, fmt.Errorf("no backend works on this kernel (tried %s); the tracepoint backend needs %s",
+		strings.Join(skipped, ", "), backends[len(backends)-1].needs)
+}
+
+// openBackend loads and attaches one backend. Errors that mean "this kernel lacks the hooks" wrap
+// errNotAvailable; others (a verifier rejection of a program the kernel supports) are bugs.
+func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
+	if b.preflight != nil {
+		if err := b.preflight(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errNotAvailable, err)
+		}
+	}
 	conv, err := newConverter(cfg.Classifier)
 	if err != nil {
 		return nil, err
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove the memlock limit (run as root): %w", err)
-	}
-	spec, err := loadTracepoint()
+	spec, err := b.spec()
 	if err != nil {
 		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
 	}
-	if err := spec.Variables["any_fs"].Set(boolByte(cfg.AnyFS)); err != nil {
-		return nil, fmt.Errorf("set any_fs: %w", err)
+	host := cfg.Classifier.Host()
+	for name, v := range map[string]any{
+		"any_fs": boolByte(cfg.AnyFS), "enforce": boolByte(cfg.Enforce),
+		"host_mnt_ns": host.Mnt, "host_pid_ns": host.PID,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
 	}
-	s = &Sensor{conv: conv, anyFS: cfg.AnyFS, log: log}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
 		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
+		if errors.As(err, &ve) && !errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %+v", ve)
 		}
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("load BPF programs: %w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
-		}
-		return nil, fmt.Errorf("load BPF programs: %w", err)
+		return nil, fmt.Errorf("%w: load: %w", errNotAvailable, err)
 	}
-	defer func() {
-		if err != nil {
-			s.Close()
-		}
-	}()
+	s := &Sensor{
+		backend: b, coll: coll, conv: conv, anyFS: cfg.AnyFS, log: log,
+		events: coll.Maps["ew_events"], counters: coll.Maps["ew_counters"],
+	}
 	if err := s.attach(); err != nil {
-		return nil, err
+		s.Close()
+		return nil, fmt.Errorf("%w: %w", errNotAvailable, err)
 	}
-	s.reader, err = ringbuf.NewReader(s.objs.EwEvents)
-	if err != nil {
+	if s.reader, err = ringbuf.NewReader(s.events); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("open the ring buffer: %w", err)
 	}
 	return s, nil
 }
 
 // Backend names the kind of hooks in use.
-func (s *Sensor) Backend() string { return BackendTracepoint }
+func (s *Sensor) Backend() string { return s.backend.name }
+
+// CanDeny reports whether --enforce refuses operations (lsm) rather than killing the process.
+func (s *Sensor) CanDeny() bool { return s.backend.canDeny }
 
 // Programs lists the hooks the programs attach to, for the startup log.
 func (s *Sensor) Programs() []string {
-	var hooks []string
-	for _, p := range s.programs() {
-		hooks = append(hooks, p.hook)
+	var points []string
+	for _, h := range s.backend.hooks {
+		points = append(points, h.point)
 	}
-	return hooks
-}
-
-type program struct {
-	prog *ebpf.Program
-	hook string
-}
-
-func (s *Sensor) programs() []program {
-	return []program{
-		{s.objs.EwSysExit, "tp_btf/sys_exit"},
-		{s.objs.EwIoUringComplete, "tp_btf/io_uring_complete"},
-	}
+	return points
 }
 
 // Run delivers events until ctx is cancelled. Then it detaches the programs, so nothing new arrives, delivers
@@ -159,7 +197,7 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 		s.log.Error("undecodable kernel record dropped", "err", err)
 		return
 	}
-	if r.Kind == tracepointEwKindEW_KIND_INODE_RENAME && !s.anyFS && !s.conv.renameTargetsAgent(&r) {
+	if r.Kind == kernelEwKindEW_KIND_INODE_RENAME && !s.anyFS && !s.conv.renameTargetsAgent(&r) {
 		s.filtered.Add(1)
 		return
 	}
@@ -170,14 +208,14 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 // Stats returns the counters so far, the kernel's included.
 func (s *Sensor) Stats() Stats {
 	st := Stats{Records: s.records.Load(), DecodeErrors: s.decodeErrors.Load(), Filtered: s.filtered.Load()}
-	st.KernelEmitted, _ = s.counter(tracepointEwCounterEW_COUNTER_EMITTED)
-	st.KernelDropped, _ = s.counter(tracepointEwCounterEW_COUNTER_DROPPED)
+	st.KernelEmitted, _ = s.counter(kernelEwCounterEW_COUNTER_EMITTED)
+	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
 	return st
 }
 
-func (s *Sensor) counter(idx tracepointEwCounter) (uint64, error) {
+func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
 	var perCPU []uint64
-	if err := s.objs.EwCounters.Lookup(uint32(idx), &perCPU); err != nil {
+	if err := s.counters.Lookup(uint32(idx), &perCPU); err != nil {
 		return 0, fmt.Errorf("read kernel counter %d: %w", idx, err)
 	}
 	var sum uint64
@@ -198,7 +236,7 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := s.counter(tracepointEwCounterEW_COUNTER_DROPPED)
+			n, err := s.counter(kernelEwCounterEW_COUNTER_DROPPED)
 			if err != nil {
 				s.log.Error("read the drop counter", "err", err)
 				continue
@@ -214,10 +252,10 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 func (s *Sensor) attach() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range s.programs() {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+	for _, h := range s.backend.hooks {
+		l, err := h.attach(s.coll.Programs[h.prog])
 		if err != nil {
-			return fmt.Errorf("attach %s (needs BTF-enabled raw tracepoints, kernel 5.5 or later): %w", p.hook, err)
+			return fmt.Errorf("attach %s: %w", h.point, err)
 		}
 		s.links = append(s.links, l)
 	}
@@ -242,7 +280,9 @@ func (s *Sensor) Close() error {
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
 	}
-	errs = append(errs, s.objs.Close())
+	if s.coll != nil {
+		s.coll.Close()
+	}
 	return errors.Join(errs...)
 }
 

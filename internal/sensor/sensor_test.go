@@ -14,7 +14,7 @@ import (
 )
 
 func TestDecodeRecordRejectsBadSamples(t *testing.T) {
-	size := int(unsafe.Sizeof(tracepointEwRecord{}))
+	size := int(unsafe.Sizeof(kernelEwRecord{}))
 	tests := []struct {
 		name string
 		raw  []byte
@@ -47,7 +47,7 @@ func TestPrivilegedDropsAreCounted(t *testing.T) {
 	}
 	defer s.Close()
 
-	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(tracepointEwRecord{}))
+	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(kernelEwRecord{}))
 	opens := capacity + 100
 	for range opens {
 		fd, err := unix.Open(h.Agent(), unix.O_RDONLY, 0)

@@ -13,30 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tracepointEwCounter uint32
-
-const (
-	tracepointEwCounterEW_COUNTER_EMITTED tracepointEwCounter = 0
-	tracepointEwCounterEW_COUNTER_DROPPED tracepointEwCounter = 1
-	tracepointEwCounterEW_COUNTER_MAX     tracepointEwCounter = 2
-)
-
-type tracepointEwFact uint32
-
-const (
-	tracepointEwFactEW_FACT_CGROUP1AGENT   tracepointEwFact = 1
-	tracepointEwFactEW_FACT_COMPAT_SYSCALL tracepointEwFact = 2
-	tracepointEwFactEW_FACT_PATH_TRUNCATED tracepointEwFact = 4
-	tracepointEwFactEW_FACT_DIR_RESOLVED   tracepointEwFact = 8
-)
-
-type tracepointEwKind uint32
-
-const (
-	tracepointEwKindEW_KIND_FILE_OPEN    tracepointEwKind = 1
-	tracepointEwKindEW_KIND_INODE_RENAME tracepointEwKind = 2
-)
-
 type tracepointEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -74,20 +50,13 @@ type tracepointEwRecord struct {
 	Dev        uint32
 	FileFlags  uint32
 	FsMagic    uint32
-	Pad0       uint32
+	Action     uint32
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
 	ArgPath2   [4096]int8
 	BasePath   [4096]int8
 }
-
-type tracepointEwSource uint32
-
-const (
-	tracepointEwSourceEW_SOURCE_SYSCALL  tracepointEwSource = 0
-	tracepointEwSourceEW_SOURCE_IO_URING tracepointEwSource = 1
-)
 
 // Names of all BPF objects in the ELF.
 //
@@ -100,7 +69,9 @@ const (
 	tracepointProgEwIoUringComplete = "ew_io_uring_complete"
 	tracepointProgEwSysExit         = "ew_sys_exit"
 	tracepointVarAnyFs              = "any_fs"
-	tracepointVarEwUnusedEnums      = "ew_unused_enums"
+	tracepointVarEnforce            = "enforce"
+	tracepointVarHostMntNs          = "host_mnt_ns"
+	tracepointVarHostPidNs          = "host_pid_ns"
 )
 
 // loadTracepoint returns the embedded CollectionSpec for tracepoint.
@@ -163,8 +134,10 @@ type tracepointMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointVariableSpecs struct {
-	AnyFs         *ebpf.VariableSpec `ebpf:"any_fs"`
-	EwUnusedEnums *ebpf.VariableSpec `ebpf:"ew_unused_enums"`
+	AnyFs     *ebpf.VariableSpec `ebpf:"any_fs"`
+	Enforce   *ebpf.VariableSpec `ebpf:"enforce"`
+	HostMntNs *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	HostPidNs *ebpf.VariableSpec `ebpf:"host_pid_ns"`
 }
 
 // tracepointObjects contains all objects after they have been loaded into the kernel.
@@ -206,8 +179,10 @@ func (m *tracepointMaps) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointVariables struct {
-	AnyFs         *ebpf.Variable `ebpf:"any_fs"`
-	EwUnusedEnums *ebpf.Variable `ebpf:"ew_unused_enums"`
+	AnyFs     *ebpf.Variable `ebpf:"any_fs"`
+	Enforce   *ebpf.Variable `ebpf:"enforce"`
+	HostMntNs *ebpf.Variable `ebpf:"host_mnt_ns"`
+	HostPidNs *ebpf.Variable `ebpf:"host_pid_ns"`
 }
 
 // tracepointPrograms contains all programs after they have been loaded into the kernel.

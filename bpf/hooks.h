@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Bodies for the backends that attach to the security hooks themselves (lsm, fentry, kprobe): they see every
+ * open and rename at the moment the kernel checks it, whatever syscall or io_uring request led there. */
+#ifndef EW_HOOKS_H
+#define EW_HOOKS_H
+
+#include "syscall.h"
+
+/* ew_hook_file_open is security_file_open(file). Returns the action taken. */
+static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
+{
+	struct task_struct *task = bpf_get_current_task_btf(); /* bpf_task_pt_regs wants a BTF pointer */
+	struct ew_syscall sc;
+
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	return ew_file_opened(file, sc.source, 0, sc.nr, sc.facts, ew_open_user_path(&sc), can_deny);
+}
+
+/* ew_hook_inode_rename is security_inode_rename(..., new_dentry, ...). The hook knows the target dentry, so the
+ * real release_agent is decided exactly here; the names come from the syscall's arguments. Returns the
+ * action taken. */
+static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, struct dentry *new_dentry, int can_deny)
+{
+	int kfacts = ew_classify_dentry(new_dentry);
+	if (kfacts < 0)
+		return EW_ACTION_ALERT;
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return EW_ACTION_ALERT;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ew_syscall sc;
+	struct dentry *new_dir;
+	__u32 facts = 0;
+
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	if ((sc.op == EW_OP_RENAME || sc.op == EW_OP_RENAME_AT) && sc.source == EW_SOURCE_SYSCALL) {
+		ew_rename_names(r, task, &sc, &new_dir, &facts);
+	} else {
+		/* io_uring's IORING_OP_RENAMEAT: no syscall arguments, only the names of the dentries. */
+		r->path[0] = 0;
+		r->base_path[0] = 0;
+		bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), BPF_CORE_READ(new_dentry, d_name.name));
+		bpf_probe_read_kernel_str(r->arg_path2, sizeof(r->arg_path2), BPF_CORE_READ(old_dentry, d_name.name));
+	}
+	ew_record_head(r, EW_KIND_INODE_RENAME, sc.source, 0, sc.nr, sc.facts | facts | kfacts | EW_FACT_DIR_RESOLVED);
+	if (kfacts & EW_FACT_CGROUP1_AGENT) {
+		r->action = ew_enforce(task, can_deny);
+		if (r->action == EW_ACTION_DENIED)
+			r->ret = -EW_EPERM;
+	}
+	ew_emit(r);
+	return r->action;
+}
+
+#endif

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: GPL-2.0
+/* LSM backend: BPF programs on the LSM hooks themselves, the only backend that can refuse an operation. */
+#include "hooks.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("lsm/file_open")
+int BPF_PROG(ew_lsm_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret; /* an earlier LSM refused it already */
+	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
+}
+
+SEC("lsm/inode_rename")
+int BPF_PROG(ew_lsm_inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+	     struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_inode_rename(old_dentry, new_dentry, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
+}

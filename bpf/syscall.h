@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Which syscall a task is in and what it passed: the syscall numbers we watch (x86_64 and ia32), their
+ * arguments from the saved user registers, and the path strings of opens and renames. Shared by the syscall
+ * tracepoint (which gets the registers as an argument) and the hook backends (bpf_task_pt_regs). */
+#ifndef EW_SYSCALL_H
+#define EW_SYSCALL_H
+
+#include "common.h"
+
+enum {
+	NR_OPEN = 2, NR_CREAT = 85, NR_OPENAT = 257, NR_OPEN_BY_HANDLE_AT = 304, NR_OPENAT2 = 437,
+	NR_RENAME = 82, NR_RENAMEAT = 264, NR_RENAMEAT2 = 316,
+	NR32_OPEN = 5, NR32_CREAT = 8, NR32_OPENAT = 295, NR32_OPEN_BY_HANDLE_AT = 342, NR32_OPENAT2 = 437,
+	NR32_RENAME = 38, NR32_RENAMEAT = 302, NR32_RENAMEAT2 = 353,
+};
+
+#define X32_SYSCALL_BIT 0x40000000
+#define EW_PF_IO_WORKER 0x00000010
+
+enum ew_op { EW_OP_NONE, EW_OP_OPEN, EW_OP_OPEN_AT, EW_OP_OPEN_BY_HANDLE, EW_OP_RENAME, EW_OP_RENAME_AT };
+
+static __always_inline enum ew_op native_op(long nr)
+{
+	switch (nr) {
+	case NR_OPEN: case NR_CREAT: return EW_OP_OPEN;
+	case NR_OPENAT: case NR_OPENAT2: return EW_OP_OPEN_AT;
+	case NR_OPEN_BY_HANDLE_AT: return EW_OP_OPEN_BY_HANDLE;
+	case NR_RENAME: return EW_OP_RENAME;
+	case NR_RENAMEAT: case NR_RENAMEAT2: return EW_OP_RENAME_AT;
+	}
+	return EW_OP_NONE;
+}
+
+static __always_inline enum ew_op compat_op(long nr)
+{
+	switch (nr) {
+	case NR32_OPEN: case NR32_CREAT: return EW_OP_OPEN;
+	case NR32_OPENAT: case NR32_OPENAT2: return EW_OP_OPEN_AT;
+	case NR32_OPEN_BY_HANDLE_AT: return EW_OP_OPEN_BY_HANDLE;
+	case NR32_RENAME: return EW_OP_RENAME;
+	case NR32_RENAMEAT: case NR32_RENAMEAT2: return EW_OP_RENAME_AT;
+	}
+	return EW_OP_NONE;
+}
+
+/* Syscall arguments are in the saved user registers, also at exit: the kernel only overwrites ax. */
+static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, int i)
+{
+	if (compat) {
+		switch (i) {
+		case 0: return BPF_CORE_READ(regs, bx);
+		case 1: return BPF_CORE_READ(regs, cx);
+		case 2: return BPF_CORE_READ(regs, dx);
+		default: return BPF_CORE_READ(regs, si);
+		}
+	}
+	switch (i) {
+	case 0: return BPF_CORE_READ(regs, di);
+	case 1: return BPF_CORE_READ(regs, si);
+	case 2: return BPF_CORE_READ(regs, dx);
+	default: return BPF_CORE_READ(regs, r10);
+	}
+}
+
+/* ew_syscall is the syscall a task is in, as far as escapewatch cares. */
+struct ew_syscall {
+	struct pt_regs *regs;
+	long nr;
+	enum ew_op op;
+	int compat;
+	__u32 source; /* enum ew_source */
+	__u32 facts;  /* EW_FACT_COMPAT_SYSCALL */
+};
+
+static __always_inline void ew_syscall_of(struct task_struct *task, struct pt_regs *regs, struct ew_syscall *sc)
+{
+	sc->regs = regs;
+	sc->nr = BPF_CORE_READ(regs, orig_ax) & ~X32_SYSCALL_BIT;
+	sc->compat = BPF_CORE_READ(task, thread_info.status) & EW_TS_COMPAT;
+	sc->op = sc->compat ? compat_op(sc->nr) : native_op(sc->nr);
+	sc->facts = sc->compat ? EW_FACT_COMPAT_SYSCALL : 0;
+	/* io_uring workers run requests on behalf of the process; their registers are not an open syscall's. */
+	sc->source = BPF_CORE_READ(task, flags) & EW_PF_IO_WORKER ? EW_SOURCE_IO_URING : EW_SOURCE_SYSCALL;
+}
+
+/* ew_open_user_path returns the path string an open syscall passed, or NULL (open_by_handle_at, or no open). */
+static __always_inline const char *ew_open_user_path(struct ew_syscall *sc)
+{
+	if (sc->source != EW_SOURCE_SYSCALL)
+		return NULL;
+	if (sc->op == EW_OP_OPEN)
+		return (const char *)sys_arg(sc->regs, sc->compat, 0);
+	if (sc->op == EW_OP_OPEN_AT)
+		return (const char *)sys_arg(sc->regs, sc->compat, 1);
+	return NULL;
+}
+
+/* dir_path writes the directory a relative name given with dfd starts from. Returns its dentry. */
+static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd, char *dst, __u32 *facts)
+{
+	struct dentry *dentry;
+	struct vfsmount *mnt;
+
+	if (dfd == EW_AT_FDCWD) {
+		struct fs_struct *fs = BPF_CORE_READ(task, fs);
+		dentry = BPF_CORE_READ(fs, pwd.dentry);
+		mnt = BPF_CORE_READ(fs, pwd.mnt);
+	} else {
+		struct file *file = ew_fd_file(task, dfd);
+		if (!file)
+			return NULL;
+		dentry = BPF_CORE_READ(file, f_path.dentry);
+		mnt = BPF_CORE_READ(file, f_path.mnt);
+	}
+	ew_path_write(dentry, mnt, dst, facts);
+	return dentry;
+}
+
+/* agent_name_at returns the offset at which the final component "release_agent" starts in the string s of
+ * length n (with its NUL), or -1 when the final component is another name. Trailing slashes are ignored. */
+static __always_inline int agent_name_at(const char *s, int n)
+{
+	const char want[] = EW_AGENT_NAME;
+	int end = n - 2;
+
+	for (int k = 0; k < 4; k++)
+		if (end > 0 && s[end & (EW_PATH_MAX - 1)] == '/')
+			end--;
+	int start = end - (EW_AGENT_LEN - 1);
+	if (start < 0)
+		return -1;
+	for (int i = 0; i < EW_AGENT_LEN; i++)
+		if (s[(start + i) & (EW_PATH_MAX - 1)] != want[i])
+			return -1;
+	if (start > 0 && s[(start - 1) & (EW_PATH_MAX - 1)] != '/')
+		return -1;
+	return start;
+}
+
+/* ew_rename_names reads a rename syscall's names into r: arg_path (new name as passed), path (the directory a
+ * relative new name starts from), arg_path2 (old name), base_path (its directory). Returns the offset of the
+ * final component "release_agent" in the new name, or -1 when it is another name. *new_dir gets the dentry of
+ * that directory when the new name is a plain name, else NULL. */
+static __always_inline int ew_rename_names(struct ew_record *r, struct task_struct *task, struct ew_syscall *sc,
+					   struct dentry **new_dir, __u32 *facts)
+{
+	int at = sc->op == EW_OP_RENAME_AT;
+	int old_dfd = at ? (int)sys_arg(sc->regs, sc->compat, 0) : EW_AT_FDCWD;
+	int new_dfd = at ? (int)sys_arg(sc->regs, sc->compat, 2) : EW_AT_FDCWD;
+	const char *old_name = (const char *)sys_arg(sc->regs, sc->compat, at ? 1 : 0);
+	const char *new_name = (const char *)sys_arg(sc->regs, sc->compat, at ? 3 : 1);
+
+	*new_dir = NULL;
+	r->path[0] = 0;
+	r->base_path[0] = 0;
+	r->arg_path2[0] = 0;
+	int n = bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), new_name);
+	if (n <= 0)
+		return -1;
+	int start = agent_name_at(r->arg_path, n);
+	if (start < 0)
+		return -1;
+	if (r->arg_path[0] != '/') {
+		struct dentry *dir = dir_path(task, new_dfd, r->path, facts);
+		if (start == 0)
+			*new_dir = dir;
+	}
+	bpf_probe_read_user_str(r->arg_path2, sizeof(r->arg_path2), old_name);
+	if (r->arg_path2[0] != '/')
+		dir_path(task, old_dfd, r->base_path, facts);
+	return start;
+}
+
+#endif

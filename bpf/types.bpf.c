@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: GPL-2.0
+/* No programs: this object only carries the BTF of the record types, from which bpf2go generates the Go types
+ * that every backend's records decode into. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+#include "vmlinux.h"
+#pragma clang diagnostic pop
+#include "record.h"
+
+char LICENSE[] __attribute__((section("license"), used)) = "GPL";
+
+struct ew_types {
+	struct ew_record record;
+	enum ew_kind kind;
+	enum ew_source source;
+	enum ew_fact fact;
+	enum ew_counter counter;
+	enum ew_action action;
+	__u32 pad;
+};
+const struct ew_types *ew_types __attribute__((used));
