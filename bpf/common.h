@@ -411,7 +411,7 @@ static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny)
 /* ew_file_opened: the shared body for every hook that sees a newly opened file. Returns the action taken; a
  * hook that can deny returns -EPERM for EW_ACTION_DENIED. */
 static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts,
-					    const char *user_path, int can_deny)
+					    const char *user_path, __u32 open_only_flags, int can_deny)
 {
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	int kfacts = ew_classify_dentry(dentry);
@@ -426,6 +426,7 @@ static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s
 	r->arg_path2[0] = 0;
 	r->base_path[0] = 0;
 	ew_record_file(r, file);
+	r->file_flags |= open_only_flags;
 	if (user_path)
 		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);
 	if ((kfacts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {

@@ -13,7 +13,7 @@ static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
 	struct ew_syscall sc;
 
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
-	return ew_file_opened(file, sc.source, 0, sc.nr, sc.facts, ew_open_user_path(&sc), can_deny);
+	return ew_file_opened(file, sc.source, 0, sc.nr, sc.facts, ew_open_user_path(&sc), 0, can_deny);
 }
 
 /* ew_hook_inode_rename is security_inode_rename(..., new_dentry, ...). The hook knows the target dentry, so the

@@ -14,6 +14,7 @@ enum {
 	NR32_RENAME = 38, NR32_RENAMEAT = 302, NR32_RENAMEAT2 = 353,
 };
 
+#define NR_IO_URING_ENTER 426 /* the same number in both tables */
 #define X32_SYSCALL_BIT 0x40000000
 #define EW_PF_IO_WORKER 0x00000010
 
@@ -79,8 +80,12 @@ static __always_inline void ew_syscall_of(struct task_struct *task, struct pt_re
 	sc->compat = BPF_CORE_READ(task, thread_info.status) & EW_TS_COMPAT;
 	sc->op = sc->compat ? compat_op(sc->nr) : native_op(sc->nr);
 	sc->facts = sc->compat ? EW_FACT_COMPAT_SYSCALL : 0;
-	/* io_uring workers run requests on behalf of the process; their registers are not an open syscall's. */
-	sc->source = BPF_CORE_READ(task, flags) & EW_PF_IO_WORKER ? EW_SOURCE_IO_URING : EW_SOURCE_SYSCALL;
+	/* io_uring runs requests inline in io_uring_enter or in worker threads of the process; either way the
+	 * registers are not an open syscall's. */
+	if (sc->nr == NR_IO_URING_ENTER || (BPF_CORE_READ(task, flags) & EW_PF_IO_WORKER))
+		sc->source = EW_SOURCE_IO_URING;
+	else
+		sc->source = EW_SOURCE_SYSCALL;
 }
 
 /* ew_open_user_path returns the path string an open syscall passed, or NULL (open_by_handle_at, or no open). */
@@ -93,6 +98,45 @@ static __always_inline const char *ew_open_user_path(struct ew_syscall *sc)
 	if (sc->op == EW_OP_OPEN_AT)
 		return (const char *)sys_arg(sc->regs, sc->compat, 1);
 	return NULL;
+}
+
+#define EW_O_ACCMODE 00000003
+#define EW_O_WRONLY 00000001
+#define EW_O_CREAT 00000100
+#define EW_O_EXCL 00000200
+#define EW_O_NOCTTY 00000400
+#define EW_O_TRUNC 00001000
+#define EW_OPEN_ONLY_FLAGS (EW_O_CREAT | EW_O_EXCL | EW_O_NOCTTY | EW_O_TRUNC)
+
+/* ew_open_only_flags returns the flags the open passed that the kernel drops from file->f_flags once the file is
+ * open (O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC). The security hooks still see them, and Tracee reports them; the
+ * syscall-exit tracepoint adds them back from the arguments so every backend reports the same flags. */
+static __always_inline __u32 ew_open_only_flags(struct ew_syscall *sc)
+{
+	__u64 flags = 0;
+
+	if (sc->source != EW_SOURCE_SYSCALL)
+		return 0;
+	switch (sc->op) {
+	case EW_OP_OPEN:
+		if (sc->nr == (sc->compat ? NR32_CREAT : NR_CREAT))
+			return EW_O_CREAT | EW_O_TRUNC;
+		flags = sys_arg(sc->regs, sc->compat, 1);
+		break;
+	case EW_OP_OPEN_AT:
+		if (sc->nr == NR_OPENAT2) { /* struct open_how: flags is the first member */
+			bpf_probe_read_user(&flags, sizeof(flags), (void *)sys_arg(sc->regs, sc->compat, 2));
+			break;
+		}
+		flags = sys_arg(sc->regs, sc->compat, 2);
+		break;
+	case EW_OP_OPEN_BY_HANDLE:
+		flags = sys_arg(sc->regs, sc->compat, 2);
+		break;
+	default:
+		return 0;
+	}
+	return flags & EW_OPEN_ONLY_FLAGS;
 }
 
 /* dir_path writes the directory a relative name given with dfd starts from. Returns its dentry. */

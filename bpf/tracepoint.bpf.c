@@ -61,7 +61,8 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 		struct file *file = ew_fd_file_btf(task, (int)ret);
 		if (!file)
 			return 0;
-		ew_file_opened(file, EW_SOURCE_SYSCALL, ret, sc.nr, sc.facts, ew_open_user_path(&sc), 0);
+		ew_file_opened(file, EW_SOURCE_SYSCALL, ret, sc.nr, sc.facts, ew_open_user_path(&sc),
+			       ew_open_only_flags(&sc), 0);
 		return 0;
 	}
 	case EW_OP_RENAME:
@@ -129,6 +130,7 @@ int ew_io_uring_complete(__u64 *ctx)
 		file = io_fixed_file(BPF_CORE_READ(req, ctx), slot == IORING_FILE_INDEX_ALLOC ? res : slot - 1);
 	if (!file)
 		return 0;
-	ew_file_opened(file, EW_SOURCE_IO_URING, res, opcode, 0, NULL, 0);
+	/* The request's flags are gone by now: io_uring opens report file->f_flags only. */
+	ew_file_opened(file, EW_SOURCE_IO_URING, res, opcode, 0, NULL, 0, 0);
 	return 0;
 }

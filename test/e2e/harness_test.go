@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,23 +27,50 @@ var (
 	triggerBin string
 )
 
+// Environment of the suite. Inside the kernel-matrix VMs there is no Go toolchain: the binaries come prebuilt.
+const (
+	binDirEnv  = "ESCAPEWATCH_E2E_BIN_DIR" // holds escapewatch and trigger, prebuilt
+	backendEnv = "ESCAPEWATCH_BACKEND"     // the --backend every sensor of the suite runs with (default auto)
+)
+
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(binDirEnv); dir != "" {
+		sensorBin, triggerBin = filepath.Join(dir, "escapewatch"), filepath.Join(dir, "trigger")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "escapewatch-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sensorBin = filepath.Join(dir, "escapewatch")
-	triggerBin = filepath.Join(dir, "trigger")
-	for bin, pkg := range map[string]string{sensorBin: "escapewatch/cmd/escapewatch", triggerBin: "escapewatch/test/e2e/trigger"} {
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
-			os.Exit(1)
-		}
+	sensorBin, triggerBin = filepath.Join(dir, "escapewatch"), filepath.Join(dir, "trigger")
+	if err := BuildBinaries(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// BuildBinaries builds the sensor and the trigger helper, static, into dir.
+func BuildBinaries(dir string) error {
+	for bin, pkg := range map[string]string{"escapewatch": "escapewatch/cmd/escapewatch", "trigger": "escapewatch/test/e2e/trigger"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// backend is the backend under test.
+func backend() string {
+	if b := os.Getenv(backendEnv); b != "" {
+		return b
+	}
+	return "auto"
 }
 
 // waitLimit bounds every wait for the sensor; it is a hang guard, not a performance assertion.
@@ -81,6 +109,7 @@ type sensor struct {
 func startSensor(t *testing.T, args ...string) *sensor {
 	t.Helper()
 	testutil.RequirePrivileged(t)
+	args = append([]string{"run", "--backend", backend()}, args...)
 	s := &sensor{t: t, cmd: exec.Command(sensorBin, args...), exited: make(chan error, 1), changed: make(chan struct{})}
 	s.cmd.Stderr = &s.stderr
 	stdout, err := s.cmd.StdoutPipe()
@@ -153,6 +182,15 @@ func (s *sensor) readFindings(r io.Reader) {
 		s.changed = make(chan struct{})
 		s.mu.Unlock()
 	}
+}
+
+// backend returns the backend the sensor reported in its "sensor ready" line.
+func (s *sensor) backend() string {
+	m := regexp.MustCompile(`msg="sensor ready" backend=(\w+)`).FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		s.t.Fatalf("no backend in the sensor's log:\n%s", s.stderr.String())
+	}
+	return m[1]
 }
 
 // stop sends sig and returns the exit code.
