@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* An empty program on the same hook as the tracepoint backend. The benchmark attaches it to measure what the
- * syscall-exit tracepoint mechanism costs by itself, apart from escapewatch's filter. Never used by the sensor. */
+/* Empty programs on the hooks of each backend. The benchmark attaches the one matching the backend under test
+ * to measure what the hook mechanism costs by itself, apart from escapewatch's filter. Never used by the
+ * sensor. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -9,6 +10,24 @@ char LICENSE[] SEC("license") = "GPL";
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(ew_noop_sys_exit, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(ew_noop_lsm_file_open, struct file *file, int ret)
+{
+	return ret;
+}
+
+SEC("fentry/security_file_open")
+int BPF_PROG(ew_noop_fentry_file_open, struct file *file)
+{
+	return 0;
+}
+
+SEC("kprobe/security_file_open")
+int BPF_KPROBE(ew_noop_kprobe_file_open, struct file *file)
 {
 	return 0;
 }

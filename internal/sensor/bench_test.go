@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -31,11 +33,7 @@ const openCloseRound = 5000
 // overhead-% (attached vs detached: what a user pays).
 func BenchmarkUnrelatedOpenClose(b *testing.B) {
 	s := openForBench(b)
-	var noop noopObjects
-	if err := loadNoopObjects(&noop, nil); err != nil {
-		b.Fatal(err)
-	}
-	defer noop.Close()
+	attachNoop := noopFor(b, s.backend)
 	path := filepath.Join(b.TempDir(), "unrelated")
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		b.Fatal(err)
@@ -46,7 +44,7 @@ func BenchmarkUnrelatedOpenClose(b *testing.B) {
 	states := [3]func() func(){
 		func() func() { return func() {} }, // detached
 		func() func() { // noop
-			l, err := link.AttachTracing(link.TracingOptions{Program: noop.EwNoopSysExit})
+			l, err := attachNoop()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -140,13 +138,31 @@ func BenchmarkWriteToFinding(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
+// noopFor loads the empty program on the same hook as the backend's open hook and returns how to attach it.
+func noopFor(b *testing.B, be *backend) func() (link.Link, error) {
+	names := map[string]string{
+		BackendLSM: "ew_noop_lsm_file_open", BackendFentry: "ew_noop_fentry_file_open",
+		BackendKprobe: "ew_noop_kprobe_file_open", BackendTracepoint: "ew_noop_sys_exit",
+	}
+	spec, err := loadNoop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(spec.Programs[names[be.name]])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { prog.Close() })
+	return func() (link.Link, error) { return be.hooks[0].attach(prog) }
+}
+
 func openForBench(b *testing.B) *Sensor {
 	testutil.RequirePrivileged(b)
 	classifier, err := enrich.NewClassifier("/proc")
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := Open(Config{Classifier: classifier})
+	s, err := Open(Config{Backend: os.Getenv("ESCAPEWATCH_BACKEND"), Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

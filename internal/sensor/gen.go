@@ -7,4 +7,4 @@ package sensor
 //go:generate go tool bpf2go -tags linux -target bpfel lsm ../../bpf/lsm.bpf.c -- -I../../bpf -O2 -g -Wall -Werror -Wpadded -D__TARGET_ARCH_x86
 //go:generate go tool bpf2go -tags linux -target bpfel fentry ../../bpf/fentry.bpf.c -- -I../../bpf -O2 -g -Wall -Werror -Wpadded -D__TARGET_ARCH_x86
 //go:generate go tool bpf2go -tags linux -target bpfel kprobe ../../bpf/kprobe.bpf.c -- -I../../bpf -O2 -g -Wall -Werror -Wpadded -D__TARGET_ARCH_x86
-//go:generate go tool bpf2go -tags linux -target bpfel noop ../../bpf/noop.bpf.c -- -I../../bpf -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel noop ../../bpf/noop.bpf.c -- -I../../bpf -O2 -g -Wall -Werror -D__TARGET_ARCH_x86

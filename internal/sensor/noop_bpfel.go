@@ -16,7 +16,10 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	noopProgEwNoopSysExit = "ew_noop_sys_exit"
+	noopProgEwNoopFentryFileOpen = "ew_noop_fentry_file_open"
+	noopProgEwNoopKprobeFileOpen = "ew_noop_kprobe_file_open"
+	noopProgEwNoopLsmFileOpen    = "ew_noop_lsm_file_open"
+	noopProgEwNoopSysExit        = "ew_noop_sys_exit"
 )
 
 // loadNoop returns the embedded CollectionSpec for noop.
@@ -61,7 +64,10 @@ type noopSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type noopProgramSpecs struct {
-	EwNoopSysExit *ebpf.ProgramSpec `ebpf:"ew_noop_sys_exit"`
+	EwNoopFentryFileOpen *ebpf.ProgramSpec `ebpf:"ew_noop_fentry_file_open"`
+	EwNoopKprobeFileOpen *ebpf.ProgramSpec `ebpf:"ew_noop_kprobe_file_open"`
+	EwNoopLsmFileOpen    *ebpf.ProgramSpec `ebpf:"ew_noop_lsm_file_open"`
+	EwNoopSysExit        *ebpf.ProgramSpec `ebpf:"ew_noop_sys_exit"`
 }
 
 // noopMapSpecs contains maps before they are loaded into the kernel.
@@ -112,11 +118,17 @@ type noopVariables struct {
 //
 // It can be passed to loadNoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type noopPrograms struct {
-	EwNoopSysExit *ebpf.Program `ebpf:"ew_noop_sys_exit"`
+	EwNoopFentryFileOpen *ebpf.Program `ebpf:"ew_noop_fentry_file_open"`
+	EwNoopKprobeFileOpen *ebpf.Program `ebpf:"ew_noop_kprobe_file_open"`
+	EwNoopLsmFileOpen    *ebpf.Program `ebpf:"ew_noop_lsm_file_open"`
+	EwNoopSysExit        *ebpf.Program `ebpf:"ew_noop_sys_exit"`
 }
 
 func (p *noopPrograms) Close() error {
 	return _NoopClose(
+		p.EwNoopFentryFileOpen,
+		p.EwNoopKprobeFileOpen,
+		p.EwNoopLsmFileOpen,
 		p.EwNoopSysExit,
 	)
 }
