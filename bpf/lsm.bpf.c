@@ -12,9 +12,10 @@ int BPF_PROG(ew_lsm_file_open, struct file *file, int ret)
 	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
 }
 
+/* The LSM hook has no flags argument (security_inode_rename calls it twice for RENAME_EXCHANGE). */
 SEC("lsm/inode_rename")
 int BPF_PROG(ew_lsm_inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
-	     struct dentry *new_dentry, unsigned int flags, int ret)
+	     struct dentry *new_dentry, int ret)
 {
 	if (ret)
 		return ret;

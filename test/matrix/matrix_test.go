@@ -1,0 +1,181 @@
+// Package matrix runs the privileged end-to-end suite on other kernels, once per backend, in qemu: the way the
+// project tests the hooks this machine's kernel lacks (LSM, fentry, kprobe).
+package matrix
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"escapewatch/internal/testutil"
+	"escapewatch/internal/testutil/vm"
+)
+
+// kernels of the matrix; adding one is one line. The host's own kernel is the matrix's first row: the
+// tracepoint backend there is what `go test ./test/e2e` runs.
+var kernels = []vm.Kernel{
+	{Name: "debian-6.1", Package: "linux-image-6.1.0-*-cloud-amd64-unsigned"},
+}
+
+var backends = []string{"lsm", "fentry", "kprobe", "tracepoint"}
+
+var benchInVM = flag.Bool("vmbench", false, "run the sensor benchmarks in the VM, once per backend (TestKernelMatrixBench)")
+
+// cmdline enables BPF LSM in the guest, as production kernels that want it do.
+const cmdline = "lsm=lockdown,capability,landlock,bpf"
+
+// guestTools are the host programs the suite runs in the guest, copied with their libraries.
+var guestTools = []string{"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3"}
+
+// TestPrivilegedKernelMatrix boots each kernel once per backend and runs the end-to-end suite there with
+// that backend forced. A cell that cannot run fails; it never passes by skipping.
+func TestPrivilegedKernelMatrix(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if testing.Short() {
+		t.Skip("the kernel matrix boots VMs; skipped with -short")
+	}
+	files := guestFiles(t)
+	cache, err := vm.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kernels {
+		image, err := vm.FetchKernel(context.Background(), k, cache)
+		if err != nil {
+			t.Fatalf("fetch %s: %v", k.Name, err)
+		}
+		for _, b := range backends {
+			t.Run(k.Name+"/"+b, func(t *testing.T) {
+				res, err := vm.Run(context.Background(), vm.Config{
+					Kernel:  image,
+					Cmdline: cmdline,
+					Files:   files,
+					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=15m"},
+					Env: []string{
+						testutil.RequirePrivilegedEnv + "=1",
+						"ESCAPEWATCH_BACKEND=" + b,
+						"ESCAPEWATCH_E2E_BIN_DIR=/ew/bin",
+					},
+					Timeout: 20 * time.Minute,
+				})
+				if err != nil {
+					t.Fatalf("VM did not run: %v", err)
+				}
+				t.Logf("%s/%s: booted in %s, exit %d", k.Name, b, res.Boot.Round(time.Millisecond), res.ExitCode)
+				if res.ExitCode != 0 {
+					t.Errorf("the end-to-end suite failed in the guest (exit %d):\n%s\nconsole tail:\n%s",
+						res.ExitCode, res.Output, tail(res.Console, 40))
+				} else if !strings.Contains(string(res.Output), "\nPASS") {
+					t.Errorf("exit 0 but no PASS in the guest's output:\n%s", res.Output)
+				}
+			})
+		}
+	}
+}
+
+// TestKernelMatrixBench runs the benchmarks of internal/sensor in the VM with each backend (with -vmbench; see
+// scripts/bench.sh --vm). TCG makes everything slow: compare ratios within one backend's run only.
+func TestKernelMatrixBench(t *testing.T) {
+	if !*benchInVM {
+		t.Skip("a benchmark runner, not a test: run with -vmbench")
+	}
+	testutil.RequirePrivileged(t)
+	dir := t.TempDir()
+	cmd := exec.Command("go", "test", "-c", "-o", filepath.Join(dir, "sensor.test"), "escapewatch/internal/sensor")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the sensor benchmarks: %v\n%s", err, out)
+	}
+	cache, err := vm.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kernels {
+		image, err := vm.FetchKernel(context.Background(), k, cache)
+		if err != nil {
+			t.Fatalf("fetch %s: %v", k.Name, err)
+		}
+		for _, b := range backends {
+			res, err := vm.Run(context.Background(), vm.Config{
+				Kernel:  image,
+				Cmdline: cmdline,
+				Files:   map[string]string{"/ew/sensor.test": filepath.Join(dir, "sensor.test")},
+				Argv: []string{"/ew/sensor.test", "-test.run", "^$", "-test.bench", ".", "-test.benchtime", "20x",
+					"-test.count", "3"},
+				Env:     []string{testutil.RequirePrivilegedEnv + "=1", "ESCAPEWATCH_BACKEND=" + b},
+				Timeout: 20 * time.Minute,
+			})
+			if err != nil || res.ExitCode != 0 {
+				t.Errorf("%s/%s: %v exit %d\n%s", k.Name, b, err, res.ExitCode, res.Output)
+				continue
+			}
+			for _, line := range strings.Split(string(res.Output), "\n") {
+				if strings.HasPrefix(line, "Benchmark") {
+					fmt.Println(labelBenchmark(line, k.Name, b))
+				}
+			}
+		}
+	}
+}
+
+// guestFiles builds the binaries the guest runs and collects them with the tools the suite needs.
+func guestFiles(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	build := func(args ...string) {
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	build("build", "-o", filepath.Join(dir, "bin", "escapewatch"), "escapewatch/cmd/escapewatch")
+	build("build", "-o", filepath.Join(dir, "bin", "trigger"), "escapewatch/test/e2e/trigger")
+	build("test", "-c", "-o", filepath.Join(dir, "e2e.test"), "escapewatch/test/e2e")
+	files := map[string]string{
+		"/ew/bin/escapewatch": filepath.Join(dir, "bin", "escapewatch"),
+		"/ew/bin/trigger":     filepath.Join(dir, "bin", "trigger"),
+		"/ew/e2e.test":        filepath.Join(dir, "e2e.test"),
+	}
+	for _, tool := range guestTools {
+		if err := vm.AddExecutable(files, tool); err != nil {
+			t.Fatalf("guest tool %s: %v", tool, err)
+		}
+	}
+	// Python finds its standard library next to its binary; with these, `python3 -c` starts.
+	lib, err := filepath.Glob("/usr/lib/python3.*")
+	if err != nil || len(lib) != 1 {
+		t.Fatalf("find Debian's python standard library (apt-get install python3): %v %v", lib, err)
+	}
+	pyFiles, _ := filepath.Glob(filepath.Join(lib[0], "*.py"))
+	for _, f := range pyFiles {
+		files[f] = f
+	}
+	files[filepath.Join(lib[0], "encodings")] = filepath.Join(lib[0], "encodings")
+	return files
+}
+
+// labelBenchmark puts the kernel and backend into a benchmark line's name, the way sub-benchmarks are named,
+// so benchstat groups the cells: "BenchmarkX-2 ..." becomes "BenchmarkX/kernel=K/backend=B-2 ...".
+func labelBenchmark(line, kernel, backend string) string {
+	name, rest, _ := strings.Cut(line, "\t")
+	base, procs := name, ""
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		base, procs = name[:i], name[i:]
+	}
+	return fmt.Sprintf("%s/kernel=%s/backend=%s%s\t%s", base, kernel, backend, procs, rest)
+}
+
+func tail(b []byte, lines int) string {
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
