@@ -3,16 +3,22 @@
 #   - added cost per unrelated open()+close(): detached vs an empty program on the same hook vs escapewatch,
 #     interleaved in one run, as percentages of the detached cost;
 #   - write-to-finding latency p50/p99 through the whole pipeline.
-# Raw results go to bench/out/, the summary (benchstat: median and spread over COUNT runs) to stdout.
+# With --vm, the same benchmarks run in the kernel-matrix VMs (Debian 6.1 under qemu TCG), once per backend.
+# Raw results go to bench/out/, the summary (benchstat: median and spread over the runs) to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${COUNT:-10}
-iterations=${ITERATIONS:-60}
 mkdir -p bench/out
-out=bench/out/$(date -u +%Y%m%dT%H%M%SZ).txt
-{
-	echo "# kernel: $(uname -r)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-	go test -run '^$' -bench . -benchtime "${iterations}x" -count "$count" ./internal/sensor
-} | tee "$out" >&2
+out=bench/out/$(date -u +%Y%m%dT%H%M%SZ)
+if [ "${1:-}" = "--vm" ]; then
+	out=$out-vm.txt
+	go test -v -count=1 -timeout 60m -run TestKernelMatrixBench ./test/matrix -args -vmbench |
+		grep '^Benchmark' | tee "$out" >&2
+else
+	out=$out.txt
+	{
+		echo "# kernel: $(uname -r)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+		go test -run '^$' -bench . -benchtime "${ITERATIONS:-60}x" -count "${COUNT:-10}" ./internal/sensor
+	} | tee "$out" >&2
+fi
 go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da "$out"
 echo "raw results: $out" >&2
