@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"escapewatch/internal/event"
 )
@@ -18,7 +19,18 @@ type Namespaces struct {
 type Classifier struct {
 	host   Namespaces
 	source string
+
+	mu         sync.Mutex
+	containers map[string]containerResult // by cgroup path: parsed once per cgroup
 }
+
+type containerResult struct {
+	c  Container
+	ok bool
+}
+
+// maxCachedCgroups bounds the cache; when full it starts over (cgroups come and go, their paths are cheap to parse).
+const maxCachedCgroups = 4096
 
 // NewClassifier takes the host's namespaces from init (pid 1 of the /proc it is given, "/proc" normally). Run
 // inside a container, the sensor needs the host's pid namespace (hostPID) for this to be the host's init.
@@ -27,13 +39,13 @@ type Classifier struct {
 func NewClassifier(procRoot string) (*Classifier, error) {
 	ns, initErr := namespacesOf(procRoot, "1")
 	if initErr == nil {
-		return &Classifier{host: ns, source: "init"}, nil
+		return &Classifier{host: ns, source: "init", containers: map[string]containerResult{}}, nil
 	}
 	ns, err := namespacesOf(procRoot, "self")
 	if err != nil {
 		return nil, fmt.Errorf("find the host's namespaces: %w; %w", initErr, err)
 	}
-	return &Classifier{host: ns, source: "self"}, nil
+	return &Classifier{host: ns, source: "self", containers: map[string]containerResult{}}, nil
 }
 
 // Host returns the namespaces the classifier treats as the host's.
@@ -41,6 +53,20 @@ func (c *Classifier) Host() Namespaces { return c.host }
 
 // Source says where the host's namespaces came from: "init" (pid 1) or "self" (the sensor's own process).
 func (c *Classifier) Source() string { return c.source }
+
+func (c *Classifier) container(cgroupPath string) (Container, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.containers[cgroupPath]; ok {
+		return r.c, r.ok
+	}
+	if len(c.containers) >= maxCachedCgroups {
+		clear(c.containers)
+	}
+	ctr, ok := ContainerFromCgroup(cgroupPath)
+	c.containers[cgroupPath] = containerResult{ctr, ok}
+	return ctr, ok
+}
 
 func namespacesOf(procRoot, pid string) (Namespaces, error) {
 	mnt, err := nsInode(procRoot, pid, "mnt")
@@ -57,7 +83,7 @@ func namespacesOf(procRoot, pid string) (Namespaces, error) {
 // Classify returns the origin class of a process and its container, if any: container when its cgroup belongs
 // to a container runtime, namespaced when its mount or pid namespace is not the host's, host otherwise.
 func (c *Classifier) Classify(ns Namespaces, cgroupPath string) (string, Container) {
-	if ctr, ok := ContainerFromCgroup(cgroupPath); ok {
+	if ctr, ok := c.container(cgroupPath); ok {
 		return event.OriginContainer, ctr
 	}
 	if ns != c.host {

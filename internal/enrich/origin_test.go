@@ -8,7 +8,7 @@ import (
 
 func TestClassify(t *testing.T) {
 	host := Namespaces{Mnt: 4026531841, PID: 4026531836}
-	c := &Classifier{host: host}
+	c := &Classifier{host: host, containers: map[string]containerResult{}}
 	const id = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80a"
 	tests := []struct {
 		name   string

@@ -36,7 +36,17 @@ type converter struct {
 	// bootToEpoch is added to boot-clock nanoseconds to give wall-clock nanoseconds, as Tracee reports.
 	bootToEpoch int64
 	procRoot    string
+	// executables caches each process's executable, read once from /proc: a process is its pid and start time.
+	executables map[processKey]string
 }
+
+type processKey struct {
+	pid   uint32
+	start uint64
+}
+
+// maxCachedProcesses bounds the executable cache; when full it starts over.
+const maxCachedProcesses = 4096
 
 func newConverter(classifier *enrich.Classifier) (*converter, error) {
 	var boot unix.Timespec
@@ -47,7 +57,10 @@ func newConverter(classifier *enrich.Classifier) (*converter, error) {
 	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
 		return nil, fmt.Errorf("read the wall clock: %w", err)
 	}
-	return &converter{classifier: classifier, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc"}, nil
+	return &converter{
+		classifier: classifier, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc",
+		executables: map[processKey]string{},
+	}, nil
 }
 
 // event builds the Tracee event for a record. The record's kind was checked by decodeRecord.
@@ -69,10 +82,11 @@ func (c *converter) event(r *Record) event.Event {
 		MountNS:             int(t.MntNS),
 		PIDNS:               int(t.PidNS),
 		ProcessName:         t.Comm,
-		Executable:          event.File{Path: c.executable(t.HostPID)},
+		Executable:          event.File{Path: c.executable(t)},
 		HostName:            t.Hostname,
 		ContainerID:         ctr.ID,
 		Container:           event.Container{ID: ctr.ID},
+		Kubernetes:          event.Kubernetes{PodUID: ctr.PodUID},
 		Syscall:             c.syscallName(r),
 		StackAddresses:      []uint64{},
 		ContextFlags: event.ContextFlags{
@@ -123,12 +137,18 @@ func (c *converter) syscallName(r *Record) string {
 	return strconv.FormatUint(uint64(r.SyscallNr), 10)
 }
 
-// executable is best effort: the process has usually not exited within the milliseconds since the event.
-func (c *converter) executable(hostPID uint32) string {
-	exe, err := os.Readlink(c.procRoot + "/" + strconv.FormatUint(uint64(hostPID), 10) + "/exe")
-	if err != nil {
-		return ""
+// executable is best effort: the process has usually not exited within the milliseconds since the event. The
+// pid's start time tells a reused pid apart, so a cached answer is never another process's.
+func (c *converter) executable(t *Task) string {
+	key := processKey{t.HostPID, t.StartBootNs}
+	if exe, ok := c.executables[key]; ok {
+		return exe
 	}
+	exe, _ := os.Readlink(c.procRoot + "/" + strconv.FormatUint(uint64(t.HostPID), 10) + "/exe")
+	if len(c.executables) >= maxCachedProcesses {
+		clear(c.executables)
+	}
+	c.executables[key] = exe
 	return exe
 }
 
