@@ -146,6 +146,8 @@ struct ew_path_walk {
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
 	struct mount *mnt;
+	struct dentry *root_dentry; /* the task's root (chroot, pivot_root): paths are as the task sees them */
+	struct vfsmount *root_mnt;
 	int pos;
 	__u32 facts;
 };
@@ -162,6 +164,8 @@ static long ew_path_step(__u64 i, void *data)
 	struct dentry *dentry = w->dentry;
 	struct vfsmount *vfsmnt = w->vfsmnt;
 	struct mount *mnt = w->mnt;
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+		return 1;
 	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
 
@@ -207,18 +211,22 @@ static __always_inline int ew_path_copy(char *dst, int pos, int size)
 	return size - 1 - pos;
 }
 
-/* ew_path_write builds the path of (dentry, vfsmount) as seen from the root of its mount namespace into dst
- * (EW_PATH_MAX bytes), NUL-terminated. Mount points are crossed; a detached mount ends at its own root. */
+/* ew_path_write builds the path of (dentry, vfsmount) as the current task sees it (up to its root directory, or
+ * the root of its mount namespace) into dst (EW_PATH_MAX bytes), NUL-terminated. Mount points are crossed; a
+ * detached mount ends at its own root. */
 static __always_inline int ew_path_write(struct dentry *dentry, struct vfsmount *vfsmnt, char *dst, __u32 *facts)
 {
 	__u32 zero = 0;
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
 		return 0;
+	struct fs_struct *fs = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), fs);
 	struct ew_path_walk w = {
 		.dentry = dentry,
 		.vfsmnt = vfsmnt,
 		.mnt = ew_real_mount(vfsmnt),
+		.root_dentry = BPF_CORE_READ(fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(fs, root.mnt),
 		.pos = EW_PATH_MAX - 1,
 	};
 	buf->data[EW_PATH_MAX - 1] = 0;

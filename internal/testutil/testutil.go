@@ -44,11 +44,15 @@ func (h Hierarchy) Agent() string { return filepath.Join(h.Dir, "release_agent")
 // alive). Its release_agent belongs to this hierarchy only, never to the host's.
 func MountHierarchy(t testing.TB) Hierarchy {
 	t.Helper()
+	return MountNamedHierarchy(t, fmt.Sprintf("ewtest%d_%d", os.Getpid(), hierarchySeq.Add(1)))
+}
+
+// MountNamedHierarchy is MountHierarchy with a chosen name: a container that mounts the same name shares the
+// hierarchy, and the test still cleans it up.
+func MountNamedHierarchy(t testing.TB, name string) Hierarchy {
+	t.Helper()
 	RequirePrivileged(t)
-	h := Hierarchy{
-		Name: fmt.Sprintf("ewtest%d_%d", os.Getpid(), hierarchySeq.Add(1)),
-		Dir:  t.TempDir(),
-	}
+	h := Hierarchy{Name: name, Dir: t.TempDir()}
 	if err := unix.Mount("cgroup", h.Dir, "cgroup", 0, "none,name="+h.Name); err != nil {
 		t.Fatalf("mount a private cgroup v1 hierarchy (needs a kernel with cgroup v1): %v", err)
 	}

@@ -31,7 +31,9 @@ var benchInVM = flag.Bool("vmbench", false, "run the sensor benchmarks in the VM
 const cmdline = "lsm=lockdown,capability,landlock,bpf"
 
 // guestTools are the host programs the suite runs in the guest, copied with their libraries.
-var guestTools = []string{"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3"}
+var guestTools = []string{
+	"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3", "/usr/sbin/runc", "/bin/busybox",
+}
 
 // TestPrivilegedKernelMatrix boots each kernel once per backend and runs the end-to-end suite there with
 // that backend forced. A cell that cannot run fails; it never passes by skipping.
