@@ -1,0 +1,230 @@
+// Package config reads escapewatch's YAML configuration file and checks it. Command-line flags override it;
+// an invalid file fails at start with the exact key and the reason.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole file. Every key is optional; Default() gives the values of a missing key.
+type Config struct {
+	Backend  string   `yaml:"backend"`
+	Scope    []string `yaml:"scope"`
+	AnyFS    bool     `yaml:"anyFS"`
+	Enforce  bool     `yaml:"enforce"`
+	LogLevel string   `yaml:"logLevel"`
+	Outputs  Outputs  `yaml:"outputs"`
+	Metrics  Metrics  `yaml:"metrics"`
+	Runtimes Runtimes `yaml:"runtimes"`
+	// Allow lists findings that are expected and must not alert (a host's own agent, say).
+	Allow []Allow `yaml:"allow"`
+	// Aggregate repeated identical findings (same process, file and rule) within this window into one with a
+	// count; 0 turns it off.
+	AggregateWindow Duration `yaml:"aggregateWindow"`
+}
+
+// Outputs says where findings go.
+type Outputs struct {
+	Format        string   `yaml:"format"` // json or table; default: table on a terminal, json otherwise
+	File          string   `yaml:"file"`
+	Webhook       *Webhook `yaml:"webhook"`
+	SpoolDir      string   `yaml:"spoolDir"`
+	SpoolMaxBytes int64    `yaml:"spoolMaxBytes"`
+}
+
+// Webhook is an HTTP(S) endpoint that receives each finding as a POST.
+type Webhook struct {
+	URL       string   `yaml:"url"`
+	Header    string   `yaml:"header"`    // e.g. Authorization
+	TokenFile string   `yaml:"tokenFile"` // the header's value, read from a file so it stays out of the config
+	Timeout   Duration `yaml:"timeout"`
+}
+
+// Metrics configures the Prometheus and health endpoint.
+type Metrics struct {
+	Addr string `yaml:"addr"` // "" turns it off
+}
+
+// Runtimes are the container runtimes' API sockets used for enrichment.
+type Runtimes struct {
+	DockerSocket     string `yaml:"dockerSocket"`
+	ContainerdSocket string `yaml:"containerdSocket"`
+}
+
+// Allow matches findings to suppress. Every field set must match; empty fields match anything. A suppressed
+// finding is counted, never silently lost.
+type Allow struct {
+	Rule        string `yaml:"rule"`
+	ProcessName string `yaml:"processName"`
+	Executable  string `yaml:"executable"`
+	Pathname    string `yaml:"pathname"`
+	Origin      string `yaml:"origin"`
+	ContainerID string `yaml:"containerId"`
+}
+
+// Duration is a time.Duration written as "30s" or "5m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 30s or 5m, got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Default returns the configuration of an empty file.
+func Default() Config {
+	return Config{
+		Backend:         "auto",
+		Scope:           []string{"container", "namespaced"},
+		LogLevel:        "info",
+		Outputs:         Outputs{SpoolDir: "/var/lib/escapewatch/spool", SpoolMaxBytes: 64 << 20},
+		Metrics:         Metrics{Addr: "127.0.0.1:9464"},
+		AggregateWindow: Duration(time.Minute),
+	}
+}
+
+// Load reads and checks the file at path over the defaults.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse reads and checks a configuration over the defaults. Unknown keys are errors: a typo must not silently
+// turn a setting off.
+func Parse(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, explainYAML(err)
+	}
+	return cfg, cfg.Validate()
+}
+
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+
+// explainYAML rewrites the decoder's Go-flavoured messages in the file's own terms.
+func explainYAML(err error) error {
+	msg := err.Error()
+	if m := unknownField.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("line %s: unknown key %q (in %s; check its spelling against the README's configuration reference)",
+			m[1], m[2], sectionOf(m[3]))
+	}
+	return fmt.Errorf("%s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+func sectionOf(goType string) string {
+	switch goType {
+	case "Config":
+		return "the top level"
+	case "Outputs":
+		return "outputs"
+	case "Webhook":
+		return "outputs.webhook"
+	case "Metrics":
+		return "metrics"
+	case "Runtimes":
+		return "runtimes"
+	case "Allow":
+		return "an allow entry"
+	}
+	return goType
+}
+
+var (
+	backends  = []string{"auto", "lsm", "fentry", "kprobe", "tracepoint"}
+	origins   = []string{"container", "container-init", "namespaced", "host", "all"}
+	formats   = []string{"", "json", "table"}
+	logLevels = []string{"debug", "info", "warn", "error"}
+)
+
+// Validate checks every value and names the key of the first bad one.
+func (c Config) Validate() error {
+	if !oneOf(c.Backend, backends) {
+		return keyErr("backend", "%q is not one of %s", c.Backend, strings.Join(backends, ", "))
+	}
+	if len(c.Scope) == 0 {
+		return keyErr("scope", "empty: list at least one origin (%s)", strings.Join(origins, ", "))
+	}
+	for i, o := range c.Scope {
+		if !oneOf(o, origins) {
+			return keyErr(fmt.Sprintf("scope[%d]", i), "unknown origin %q (want %s)", o, strings.Join(origins, ", "))
+		}
+	}
+	if !oneOf(c.LogLevel, logLevels) {
+		return keyErr("logLevel", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if !oneOf(c.Outputs.Format, formats) {
+		return keyErr("outputs.format", "%q is not json or table", c.Outputs.Format)
+	}
+	if c.Outputs.SpoolMaxBytes < 0 {
+		return keyErr("outputs.spoolMaxBytes", "must not be negative")
+	}
+	if w := c.Outputs.Webhook; w != nil {
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return keyErr("outputs.webhook.url", "%q is not an http(s) URL", w.URL)
+		}
+		if (w.Header == "") != (w.TokenFile == "") {
+			return keyErr("outputs.webhook.tokenFile", "header and tokenFile go together")
+		}
+		if w.Timeout < 0 {
+			return keyErr("outputs.webhook.timeout", "must not be negative")
+		}
+	}
+	if c.AggregateWindow < 0 {
+		return keyErr("aggregateWindow", "must not be negative")
+	}
+	for i, a := range c.Allow {
+		if a == (Allow{}) {
+			return keyErr(fmt.Sprintf("allow[%d]", i), "empty entry would allow every finding; set at least one field")
+		}
+		if a.Origin != "" && !oneOf(a.Origin, origins[:4]) {
+			return keyErr(fmt.Sprintf("allow[%d].origin", i), "unknown origin %q", a.Origin)
+		}
+	}
+	return nil
+}
+
+func keyErr(key, format string, args ...any) error {
+	return fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...))
+}
+
+func oneOf(v string, set []string) bool {
+	for _, s := range set {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

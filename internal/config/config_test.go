@@ -1,0 +1,84 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string // "" = valid
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "empty file gives the defaults", yaml: "", check: func(t *testing.T, c Config) {
+			if c.Backend != "auto" || strings.Join(c.Scope, ",") != "container,namespaced" || c.Metrics.Addr != "127.0.0.1:9464" ||
+				time.Duration(c.AggregateWindow) != time.Minute {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{name: "full file", yaml: `
+backend: lsm
+scope: [all]
+enforce: true
+outputs:
+  format: json
+  file: /var/log/escapewatch.jsonl
+  webhook: {url: "https://siem.example/hook", header: Authorization, tokenFile: /etc/escapewatch/token, timeout: 3s}
+metrics: {addr: ":9464"}
+allow:
+  - {processName: systemd, origin: host}
+aggregateWindow: 30s
+`, check: func(t *testing.T, c Config) {
+			if c.Backend != "lsm" || !c.Enforce || c.Outputs.Webhook.URL != "https://siem.example/hook" ||
+				time.Duration(c.Outputs.Webhook.Timeout) != 3*time.Second || len(c.Allow) != 1 || c.Allow[0].ProcessName != "systemd" ||
+				time.Duration(c.AggregateWindow) != 30*time.Second {
+				t.Errorf("parsed: %+v", c)
+			}
+		}},
+		{name: "unknown top-level key", yaml: "backnd: lsm\n", wantErr: `line 1: unknown key "backnd" (in the top level`},
+		{name: "unknown nested key", yaml: "outputs:\n  fromat: json\n", wantErr: `line 2: unknown key "fromat" (in outputs`},
+		{name: "bad backend", yaml: "backend: ebpf\n", wantErr: `key backend: "ebpf" is not one of auto, lsm`},
+		{name: "bad scope entry", yaml: "scope: [container, pods]\n", wantErr: `key scope[1]: unknown origin "pods"`},
+		{name: "empty scope", yaml: "scope: []\n", wantErr: "key scope: empty"},
+		{name: "bad format", yaml: "outputs: {format: xml}\n", wantErr: `key outputs.format: "xml" is not json or table`},
+		{name: "bad webhook url", yaml: "outputs: {webhook: {url: 'ftp://x'}}\n", wantErr: `key outputs.webhook.url: "ftp://x" is not an http(s) URL`},
+		{name: "header without token", yaml: "outputs: {webhook: {url: 'https://x', header: Authorization}}\n", wantErr: "key outputs.webhook.tokenFile: header and tokenFile go together"},
+		{name: "bad duration", yaml: "aggregateWindow: soon\n", wantErr: `want a duration such as 30s or 5m, got "soon"`},
+		{name: "empty allow entry", yaml: "allow: [{}]\n", wantErr: "key allow[0]: empty entry would allow every finding"},
+		{name: "bad allow origin", yaml: "allow: [{origin: moon}]\n", wantErr: `key allow[0].origin: unknown origin "moon"`},
+		{name: "wrong type", yaml: "enforce: maybe\n", wantErr: "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "escapewatch.yaml")
+	if err := os.WriteFile(path, []byte("backend: nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "key backend") {
+		t.Fatalf("error %v, want the path and the key", err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("missing file: want an error")
+	}
+}

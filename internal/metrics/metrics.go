@@ -1,0 +1,184 @@
+// Package metrics exposes escapewatch's counters to Prometheus and its health to probes: /metrics, /healthz
+// (the process serves) and /readyz (every BPF program is attached).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// SinkStats is one output's delivery state.
+type SinkStats struct {
+	Name                       string
+	Delivered, Failed, Dropped uint64
+	SpoolEntries, SpoolBytes   int64
+}
+
+// Sources are read at scrape time, so the numbers are always current and nothing is counted twice.
+type Sources struct {
+	KernelEmitted, KernelDropped, Undecodable func() uint64
+	Sinks                                     func() []SinkStats
+	EnrichHits, EnrichMisses, EnrichErrors    func() uint64
+}
+
+// Metrics holds the registry and the counters updated as findings flow.
+type Metrics struct {
+	reg        *prometheus.Registry
+	events     *prometheus.CounterVec
+	findings   *prometheus.CounterVec
+	suppressed *prometheus.CounterVec
+	backend    *prometheus.GaugeVec
+	ready      atomic.Bool
+}
+
+// New builds the registry. version is the build's version string.
+func New(version string, src Sources) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "escapewatch_events_total", Help: "Events from the kernel, by event name.",
+		}, []string{"event"}),
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "escapewatch_findings_total", Help: "Findings written, by rule and by what the kernel side did (alert, denied, killed).",
+		}, []string{"rule", "action"}),
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "escapewatch_findings_suppressed_total", Help: "Findings not written: matched an allow entry, or folded into an aggregate.",
+		}, []string{"rule", "reason"}),
+		backend: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "escapewatch_backend_info", Help: "The kernel hooks in use (value 1).",
+		}, []string{"backend"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "escapewatch_build_info", Help: "Build information (value 1).",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.events, m.findings, m.suppressed, m.backend, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&sourceCollector{src: src},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "escapewatch_ready", Help: "1 once every BPF program is attached.",
+		}, func() float64 { return boolFloat(m.ready.Load()) }))
+	return m
+}
+
+// Event counts one event from the kernel.
+func (m *Metrics) Event(name string) { m.events.WithLabelValues(name).Inc() }
+
+// Finding counts one finding written.
+func (m *Metrics) Finding(rule, action string) { m.findings.WithLabelValues(rule, action).Inc() }
+
+// Suppressed counts one finding not written, and why.
+func (m *Metrics) Suppressed(rule, reason string) { m.suppressed.WithLabelValues(rule, reason).Inc() }
+
+// Ready marks the sensor ready with its backend.
+func (m *Metrics) Ready(backend string) {
+	m.backend.WithLabelValues(backend).Set(1)
+	m.ready.Store(true)
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready: BPF programs not attached yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// Serve listens on addr (opened before it returns, so a taken port fails the start, not later) and returns the
+// address it listens on and a function that stops the server.
+func (m *Metrics) Serve(addr string, log *slog.Logger) (string, func() error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("metrics endpoint %s: %w (choose another --metrics-addr, or \"\" to turn it off)", addr, err)
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	log.Info("metrics and health endpoints", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	stop := sync.OnceValue(func() error {
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+		return <-done
+	})
+	return ln.Addr().String(), stop, nil
+}
+
+// sourceCollector turns the Sources into metrics at scrape time.
+type sourceCollector struct{ src Sources }
+
+var (
+	kernelEmittedDesc = prometheus.NewDesc("escapewatch_kernel_records_total", "Records the kernel handed to user space.", nil, nil)
+	kernelDroppedDesc = prometheus.NewDesc("escapewatch_kernel_records_dropped_total", "Records lost in the kernel because the ring buffer was full.", nil, nil)
+	undecodableDesc   = prometheus.NewDesc("escapewatch_records_undecodable_total", "Kernel records that could not be decoded.", nil, nil)
+	deliveredDesc     = prometheus.NewDesc("escapewatch_sink_delivered_total", "Findings delivered, by output.", []string{"sink"}, nil)
+	failedDesc        = prometheus.NewDesc("escapewatch_sink_failures_total", "Failed delivery attempts (retried), by output.", []string{"sink"}, nil)
+	droppedDesc       = prometheus.NewDesc("escapewatch_sink_dropped_total", "Findings an output lost (spool full, or refused for good), by output.", []string{"sink"}, nil)
+	spoolEntriesDesc  = prometheus.NewDesc("escapewatch_spool_entries", "Findings waiting in an output's spool.", []string{"sink"}, nil)
+	spoolBytesDesc    = prometheus.NewDesc("escapewatch_spool_bytes", "Bytes in an output's spool.", []string{"sink"}, nil)
+	enrichDesc        = prometheus.NewDesc("escapewatch_enrichment_lookups_total", "Container runtime lookups, by result.", []string{"result"}, nil)
+)
+
+func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, undecodableDesc, deliveredDesc, failedDesc,
+		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc} {
+		ch <- d
+	}
+}
+
+func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, f func() uint64, labels ...string) {
+		if f != nil {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(f()), labels...)
+		}
+	}
+	counter(kernelEmittedDesc, c.src.KernelEmitted)
+	counter(kernelDroppedDesc, c.src.KernelDropped)
+	counter(undecodableDesc, c.src.Undecodable)
+	counter(enrichDesc, c.src.EnrichHits, "hit")
+	counter(enrichDesc, c.src.EnrichMisses, "miss")
+	counter(enrichDesc, c.src.EnrichErrors, "error")
+	if c.src.Sinks == nil {
+		return
+	}
+	for _, s := range c.src.Sinks() {
+		ch <- prometheus.MustNewConstMetric(deliveredDesc, prometheus.CounterValue, float64(s.Delivered), s.Name)
+		ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.CounterValue, float64(s.Failed), s.Name)
+		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(s.Dropped), s.Name)
+		ch <- prometheus.MustNewConstMetric(spoolEntriesDesc, prometheus.GaugeValue, float64(s.SpoolEntries), s.Name)
+		ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(s.SpoolBytes), s.Name)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
