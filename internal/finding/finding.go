@@ -28,6 +28,16 @@ type Finding struct {
 	SigMetadata Metadata
 	Event       event.Event
 	Data        map[string]any
+	// Aggregate is escapewatch's extension, set only on a finding that stands for repeats: identical findings
+	// (same rule, process, file, action) that followed an earlier one within the aggregation window.
+	Aggregate *Aggregate `json:",omitempty"`
+}
+
+// Aggregate counts the repeats a finding stands for. Event is the last of them.
+type Aggregate struct {
+	Count     int   // repeats folded into this finding, not counting the first one written when it happened
+	FirstSeen int64 // Event.Timestamp of the first repeat, ns since the epoch
+	LastSeen  int64 // Event.Timestamp of the last repeat
 }
 
 // MarshalJSON writes an empty Data as null, as Tracee does for rules that

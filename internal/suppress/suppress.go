@@ -1,0 +1,113 @@
+// Package suppress keeps expected and repeated findings from paging anyone without losing them: allow-listed
+// findings are counted, and repeats of a finding within a window are folded into one finding with a count.
+package suppress
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"escapewatch/internal/config"
+	"escapewatch/internal/event"
+	"escapewatch/internal/finding"
+)
+
+// Allowlist matches findings that are expected (config "allow").
+type Allowlist []config.Allow
+
+// Match reports whether f matches an entry: every field the entry sets equals the finding's.
+func (l Allowlist) Match(f *finding.Finding) bool {
+	for _, a := range l {
+		if matches(a.Rule, f.SigMetadata.ID) && matches(a.ProcessName, f.Event.ProcessName) &&
+			matches(a.Executable, f.Event.Executable.Path) && matches(a.Pathname, target(&f.Event)) &&
+			matches(a.Origin, event.OriginOf(&f.Event)) && matches(a.ContainerID, f.Event.ContainerID) {
+			return true
+		}
+	}
+	return false
+}
+
+func matches(want, got string) bool { return want == "" || want == got }
+
+// target is the file a finding is about: pathname for opens, new_path for renames.
+func target(ev *event.Event) string {
+	for _, name := range []string{"pathname", "new_path"} {
+		if a, ok := ev.Arg(name); ok {
+			if s, ok := a.Value.(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// key says which findings are the same: rule, process, file and action.
+type key struct {
+	rule, comm, file, action string
+	pid                      int
+}
+
+type entry struct {
+	opened  time.Time // when the first finding was written
+	repeats int
+	last    finding.Finding
+	first   int64
+}
+
+// Aggregator folds repeats. The first finding of a kind is written at once; repeats within the window are held
+// and come out as one finding with an Aggregate when the window closes. Not safe for concurrent use.
+type Aggregator struct {
+	window  time.Duration
+	entries map[key]*entry
+	closed  []finding.Finding // aggregates whose key came back after its window, before a Flush
+}
+
+// NewAggregator folds repeats within window; a window of 0 folds nothing.
+func NewAggregator(window time.Duration) *Aggregator {
+	return &Aggregator{window: window, entries: map[key]*entry{}}
+}
+
+// Offer reports whether f is to be written now; false means it was folded into a coming aggregate.
+func (a *Aggregator) Offer(f finding.Finding, now time.Time) bool {
+	if a.window <= 0 {
+		return true
+	}
+	k := key{f.SigMetadata.ID, f.Event.ProcessName, target(&f.Event), f.Event.Action, f.Event.HostProcessID}
+	e, ok := a.entries[k]
+	if !ok || now.Sub(e.opened) >= a.window {
+		if ok && e.repeats > 0 {
+			a.closed = append(a.closed, aggregate(e)) // its window closed before a Flush: keep it for the next
+		}
+		a.entries[k] = &entry{opened: now, last: f}
+		return true
+	}
+	if e.repeats == 0 {
+		e.first = int64(f.Event.Timestamp)
+	}
+	e.repeats++
+	e.last = f
+	return false
+}
+
+// Flush returns the aggregates whose window has closed by now (all of them when final), oldest first.
+func (a *Aggregator) Flush(now time.Time, final bool) []finding.Finding {
+	out := a.closed
+	a.closed = nil
+	for k, e := range a.entries {
+		if !final && now.Sub(e.opened) < a.window {
+			continue
+		}
+		if e.repeats > 0 {
+			out = append(out, aggregate(e))
+		}
+		delete(a.entries, k)
+	}
+	slices.SortFunc(out, func(x, y finding.Finding) int { return cmp.Compare(x.Aggregate.FirstSeen, y.Aggregate.FirstSeen) })
+	return out
+}
+
+func aggregate(e *entry) finding.Finding {
+	f := e.last
+	f.Aggregate = &finding.Aggregate{Count: e.repeats, FirstSeen: e.first, LastSeen: int64(f.Event.Timestamp)}
+	return f
+}
