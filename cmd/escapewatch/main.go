@@ -25,6 +25,7 @@ const usage = `escapewatch: detects the cgroup release_agent container escape (T
 Usage:
   escapewatch [run] [flags]        run the sensor (root): findings as JSON lines on stdout, logs on stderr
   escapewatch replay [flags] FILE  run the rules over Tracee JSON events from FILE ("-" for stdin)
+  escapewatch selftest [flags]     check that a release_agent write from a namespace is reported (root)
   escapewatch version              print the version
 
 Examples:
@@ -33,6 +34,7 @@ Examples:
   escapewatch run --any-fs                      # Tracee's behaviour: any file named release_agent
   tracee -o json -e security_file_open,security_inode_rename | escapewatch replay -
   escapewatch replay --scope all events.jsonl
+  escapewatch selftest --running http://127.0.0.1:9464   # check the sensor running with --metrics-addr
 
 Run "escapewatch run --help" or "escapewatch replay --help" for their flags.
 `
@@ -69,6 +71,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSensor(ctx, args, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args, stdin, stdout, stderr)
+	case "selftest":
+		return runSelftest(ctx, args, stdout, stderr)
+	case selftestChild:
+		return runSelftestChild(args)
 	case "version":
 		fmt.Fprintln(stdout, "escapewatch", buildVersion())
 		return nil
@@ -76,7 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		return fmt.Errorf("%w: unknown command %q (want run, replay or version; see escapewatch --help)", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q (want run, replay, selftest or version; see escapewatch --help)", errUsage, cmd)
 	}
 }
 
