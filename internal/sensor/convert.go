@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path"
@@ -33,6 +34,7 @@ var actionNames = map[kernelEwAction]string{
 // converter turns kernel records into Tracee-shaped events.
 type converter struct {
 	classifier *enrich.Classifier
+	runtimes   *enrich.Runtimes // nil: no runtime API lookups
 	// bootToEpoch is added to boot-clock nanoseconds to give wall-clock nanoseconds, as Tracee reports.
 	bootToEpoch int64
 	procRoot    string
@@ -48,7 +50,7 @@ type processKey struct {
 // maxCachedProcesses bounds the executable cache; when full it starts over.
 const maxCachedProcesses = 4096
 
-func newConverter(classifier *enrich.Classifier) (*converter, error) {
+func newConverter(classifier *enrich.Classifier, runtimes *enrich.Runtimes) (*converter, error) {
 	var boot unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
 		return nil, fmt.Errorf("read the boot clock: %w", err)
@@ -58,7 +60,7 @@ func newConverter(classifier *enrich.Classifier) (*converter, error) {
 		return nil, fmt.Errorf("read the wall clock: %w", err)
 	}
 	return &converter{
-		classifier: classifier, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc",
+		classifier: classifier, runtimes: runtimes, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc",
 		executables: map[processKey]string{},
 	}, nil
 }
@@ -120,7 +122,22 @@ func (c *converter) event(r *Record) event.Event {
 		}
 	}
 	ev.ArgsNum = len(ev.Args)
+	c.enrich(&ev, ctr)
 	return ev
+}
+
+// enrich adds what the container's runtime knows: name, image, pod. The lookup waits a bounded time; a
+// runtime that answers later fills the cache for the next event.
+func (c *converter) enrich(ev *event.Event, ctr enrich.Container) {
+	if ctr.ID == "" || c.runtimes == nil {
+		return
+	}
+	d := c.runtimes.Lookup(context.Background(), ctr)
+	ev.Container.Name, ev.Container.ImageName, ev.Container.ImageDigest = d.Name, d.Image, d.ImageDigest
+	ev.Kubernetes.PodName, ev.Kubernetes.PodNamespace = d.PodName, d.PodNamespace
+	if d.PodUID != "" {
+		ev.Kubernetes.PodUID = d.PodUID
+	}
 }
 
 func (c *converter) syscallName(r *Record) string {

@@ -34,6 +34,8 @@ type Config struct {
 	Enforce bool
 	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
+	// Runtimes, if set, adds container names, images and pods from the runtimes' APIs.
+	Runtimes *enrich.Runtimes
 	Logger     *slog.Logger
 }
 
@@ -111,7 +113,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 			return nil, fmt.Errorf("%w: %w", errNotAvailable, err)
 		}
 	}
-	conv, err := newConverter(cfg.Classifier)
+	conv, err := newConverter(cfg.Classifier, cfg.Runtimes)
 	if err != nil {
 		return nil, err
 	}
