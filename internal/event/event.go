@@ -82,12 +82,13 @@ type File struct {
 	Path string `json:"path"`
 }
 
-// Container is Tracee's trace.Container.
+// Container is Tracee's trace.Container, plus the runtime (escapewatch's extension).
 type Container struct {
 	ID          string `json:"id,omitempty"`
 	Name        string `json:"name,omitempty"`
 	ImageName   string `json:"image,omitempty"`
 	ImageDigest string `json:"imageDigest,omitempty"`
+	Runtime     string `json:"runtime,omitempty"` // docker, containerd, crio, podman, lxc; empty when unknown
 }
 
 // Kubernetes is Tracee's trace.Kubernetes.

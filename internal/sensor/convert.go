@@ -87,7 +87,7 @@ func (c *converter) event(r *Record) event.Event {
 		Executable:          event.File{Path: c.executable(t)},
 		HostName:            t.Hostname,
 		ContainerID:         ctr.ID,
-		Container:           event.Container{ID: ctr.ID},
+		Container:           event.Container{ID: ctr.ID, Runtime: ctr.Runtime},
 		Kubernetes:          event.Kubernetes{PodUID: ctr.PodUID},
 		Syscall:             c.syscallName(r),
 		StackAddresses:      []uint64{},

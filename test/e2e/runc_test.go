@@ -133,9 +133,9 @@ func randomHex(t *testing.T, n int) string {
 func TestPrivilegedRuncEscape(t *testing.T) {
 	s := startSensor(t)
 	podUID := fmt.Sprintf("%s-%s-%s-%s-%s", randomHex(t, 4), randomHex(t, 2), randomHex(t, 2), randomHex(t, 2), randomHex(t, 6))
-	for _, tc := range []struct{ name, parent, podUID string }{
-		{"docker", "/docker", ""},
-		{"kubernetes pod", "/kubepods/besteffort/pod" + podUID, podUID},
+	for _, tc := range []struct{ name, parent, podUID, runtime string }{
+		{"docker", "/docker", "", "docker"},
+		{"kubernetes pod", "/kubepods/besteffort/pod" + podUID, podUID, ""}, // the cgroupfs layout does not name the runtime
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := randomHex(t, 32)
@@ -153,10 +153,11 @@ func TestPrivilegedRuncEscape(t *testing.T) {
 			})
 			ev := f.Event
 			if ev.Origin != event.OriginContainer || ev.Container.ID != id || !ev.ContextFlags.ContainerStarted ||
-				ev.ProcessName != "sh" || f.arg("pathname") != "/mnt/cg/release_agent" || ev.Kubernetes.PodUID != tc.podUID {
-				t.Errorf("finding: origin %q container %q started %v comm %q pathname %v podUID %q; want container %s sh /mnt/cg/release_agent %q",
-					ev.Origin, ev.Container.ID, ev.ContextFlags.ContainerStarted, ev.ProcessName, f.arg("pathname"),
-					ev.Kubernetes.PodUID, id, tc.podUID)
+				ev.ProcessName != "sh" || f.arg("pathname") != "/mnt/cg/release_agent" || ev.Kubernetes.PodUID != tc.podUID ||
+				ev.Container.Runtime != tc.runtime {
+				t.Errorf("finding: origin %q container %q (%q) started %v comm %q pathname %v podUID %q; want container %s (%q) sh /mnt/cg/release_agent %q",
+					ev.Origin, ev.Container.ID, ev.Container.Runtime, ev.ContextFlags.ContainerStarted, ev.ProcessName,
+					f.arg("pathname"), ev.Kubernetes.PodUID, id, tc.runtime, tc.podUID)
 			}
 			if !waitForFile(marker, waitLimit) {
 				t.Errorf("the release agent never ran on the host: the escape itself did not work")
