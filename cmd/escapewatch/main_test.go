@@ -29,7 +29,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "unknown command", args: []string{"watch"}, wantErr: errUsage, errHas: `unknown command "watch"`},
 		{name: "unknown run flag", args: []string{"run", "--bogus"}, wantErr: errUsage, errHas: "-bogus", stderrHas: "Usage: escapewatch run"},
 		{name: "unknown flag without command", args: []string{"--bogus"}, wantErr: errUsage, errHas: "-bogus"},
-		{name: "bad scope", args: []string{"run", "--scope", "pods"}, wantErr: errUsage, errHas: `unknown origin "pods"`},
+		{name: "bad scope", args: []string{"run", "--scope", "pods"}, wantErr: errUsage, errHas: `key scope[0] (--scope): unknown origin "pods"`},
 		{name: "bad log level", args: []string{"run", "--log-level", "loud"}, wantErr: errUsage, errHas: "--log-level"},
 		{name: "run takes no arguments", args: []string{"run", "extra"}, wantErr: errUsage, errHas: "no arguments"},
 		{name: "replay needs a file", args: []string{"replay"}, wantErr: errUsage, errHas: "one FILE"},
@@ -42,6 +42,10 @@ func TestCommandLine(t *testing.T) {
 			name: "replay clean stream", args: []string{"replay", "-"}, stdin: firstLines(stream, 5),
 			stdoutHas: `"ID":"TRC-1010"`,
 		},
+		{name: "bad config file", args: []string{"run", "--config", "/nonexistent/escapewatch.yaml"}, errHas: "no such file"},
+		{name: "bad webhook url", args: []string{"run", "--webhook-url", "ftp://siem"}, wantErr: errUsage, errHas: "--webhook-url"},
+		{name: "bad output format", args: []string{"run", "--output", "xml"}, wantErr: errUsage, errHas: "--output"},
+		{name: "selftest unknown flag", args: []string{"selftest", "--bogus"}, wantErr: errUsage, errHas: "-bogus"},
 		{name: "replay bad scope", args: []string{"replay", "--scope", "x", "-"}, wantErr: errUsage, errHas: "--scope"},
 	}
 	for _, tt := range tests {

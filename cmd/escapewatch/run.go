@@ -1,44 +1,117 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"escapewatch/internal/config"
 	"escapewatch/internal/enrich"
 	"escapewatch/internal/event"
+	"escapewatch/internal/finding"
+	"escapewatch/internal/metrics"
+	"escapewatch/internal/output"
 	"escapewatch/internal/rule"
 	"escapewatch/internal/sensor"
+	"escapewatch/internal/suppress"
 )
 
-func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "escapewatch run [--backend NAME] [--enforce] [--scope LIST] [--any-fs] [--log-level LEVEL]", stderr)
-	backend := fs.String("backend", sensor.BackendAuto,
+const runSynopsis = "escapewatch run [--config FILE] [--backend NAME] [--enforce] [--scope LIST] [--any-fs] " +
+	"[--output json|table] [--output-file PATH] [--webhook-url URL] [--spool-dir DIR] [--metrics-addr ADDR] ..."
+
+// runFlags reads run's flags over the configuration file: a flag given on the command line wins.
+func runFlags(args []string, stderr io.Writer) (config.Config, error) {
+	def := config.Default()
+	fs := newFlagSet("run", runSynopsis, stderr)
+	path := fs.String("config", "", "YAML configuration file (see the README's configuration reference); flags override it")
+	backend := fs.String("backend", def.Backend,
 		"kernel hooks to use: "+strings.Join(sensor.BackendNames(), ", ")+" (auto picks the best the kernel offers)")
 	enforce := fs.Bool("enforce", false,
 		"stop writes to the real release_agent by processes outside the host's namespaces: denied (lsm) or killed (other backends)")
-	scopeFlag := fs.String("scope", rule.LiveScope.String(),
+	scope := fs.String("scope", strings.Join(def.Scope, ","),
 		"origins that may raise findings: comma-separated container, container-init, namespaced, host, or all")
 	anyFS := fs.Bool("any-fs", false,
 		"pass every file named release_agent, on any filesystem (Tracee's behaviour), not only the real cgroup v1 one")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logLevel := fs.String("log-level", def.LogLevel, "log level: debug, info, warn or error")
+	format := fs.String("output", "", "stdout format: json or table (default: table on a terminal, json otherwise)")
+	file := fs.String("output-file", "", "also append findings as JSON lines to this file")
+	webhook := fs.String("webhook-url", "", "also POST each finding to this http(s) URL (spooled on disk, retried)")
+	spoolDir := fs.String("spool-dir", def.Outputs.SpoolDir, "directory of the webhook's durable spool")
+	metricsAddr := fs.String("metrics-addr", def.Metrics.Addr, `Prometheus /metrics, /healthz and /readyz ("" turns them off)`)
+	docker := fs.String("docker-socket", "", "Docker Engine API socket for container names and images (default /var/run/docker.sock)")
+	containerd := fs.String("containerd-socket", "", "containerd socket for container names, images and pods (default /run/containerd/containerd.sock)")
+	window := fs.Duration("aggregate-window", time.Duration(def.AggregateWindow),
+		"fold repeats of a finding (same rule, process, file) within this window into one with a count; 0 turns it off")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return config.Config{}, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: run takes no arguments, got %q", errUsage, fs.Args())
+		return config.Config{}, fmt.Errorf("%w: run takes no arguments, got %q", errUsage, fs.Args())
 	}
-	scope, err := rule.ParseScope(*scopeFlag)
+	cfg := def
+	if *path != "" {
+		var err error
+		if cfg, err = config.Load(*path); err != nil {
+			return config.Config{}, err
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "backend":
+			cfg.Backend = *backend
+		case "enforce":
+			cfg.Enforce = *enforce
+		case "scope":
+			cfg.Scope = strings.Split(*scope, ",")
+		case "any-fs":
+			cfg.AnyFS = *anyFS
+		case "log-level":
+			cfg.LogLevel = *logLevel
+		case "output":
+			cfg.Outputs.Format = *format
+		case "output-file":
+			cfg.Outputs.File = *file
+		case "webhook-url":
+			if cfg.Outputs.Webhook == nil {
+				cfg.Outputs.Webhook = &config.Webhook{}
+			}
+			cfg.Outputs.Webhook.URL = *webhook
+		case "spool-dir":
+			cfg.Outputs.SpoolDir = *spoolDir
+		case "metrics-addr":
+			cfg.Metrics.Addr = *metricsAddr
+		case "docker-socket":
+			cfg.Runtimes.DockerSocket = *docker
+		case "containerd-socket":
+			cfg.Runtimes.ContainerdSocket = *containerd
+		case "aggregate-window":
+			cfg.AggregateWindow = config.Duration(*window)
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return cfg, nil
+}
+
+func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := runFlags(args, stderr)
 	if err != nil {
-		return fmt.Errorf("%w: --scope: %v", errUsage, err)
+		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	scope, err := rule.ParseScope(strings.Join(cfg.Scope, ","))
+	if err != nil {
+		return fmt.Errorf("%w: scope: %v", errUsage, err)
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -50,46 +123,200 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	s, err := sensor.Open(sensor.Config{
-		Backend: *backend, AnyFS: *anyFS, Enforce: *enforce, Classifier: classifier, Logger: log,
+	runtimes := enrich.NewRuntimes(enrich.RuntimeOptions{
+		DockerSocket: cfg.Runtimes.DockerSocket, ContainerdSocket: cfg.Runtimes.ContainerdSocket, Logger: log,
+	})
+	defer runtimes.Close()
+	out, err := newDispatcher(cfg, stdout, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := out.Close(drain); err != nil {
+			log.Warn("outputs closed with findings left in the spool (delivered after the next start)", "err", err)
+		}
+	}()
+
+	var s *sensor.Sensor
+	m := metrics.New(buildVersion(), metrics.Sources{
+		KernelEmitted: func() uint64 { return sensorStat(s).KernelEmitted },
+		KernelDropped: func() uint64 { return sensorStat(s).KernelDropped },
+		Undecodable:   func() uint64 { return sensorStat(s).DecodeErrors },
+		Sinks:         func() []metrics.SinkStats { return sinkStats(out.Stats()) },
+		EnrichHits:    func() uint64 { return runtimes.Stats().Hits },
+		EnrichMisses:  func() uint64 { return runtimes.Stats().Misses },
+		EnrichErrors:  func() uint64 { return runtimes.Stats().Errors },
+	})
+	if cfg.Metrics.Addr != "" {
+		_, stop, err := m.Serve(cfg.Metrics.Addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	s, err = sensor.Open(sensor.Config{
+		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, Classifier: classifier, Runtimes: runtimes, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	m.Ready(s.Backend())
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
-		"host_namespaces_from", classifier.Source(),
-		"any_fs", *anyFS, "enforce", *enforce, "version", buildVersion())
+		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "version", buildVersion())
 
-	out := bufio.NewWriter(stdout)
-	enc := json.NewEncoder(out)
-	var writeErr error
-	emit := func(ev *event.Event) {
-		log.Debug("event", "name", ev.EventName, "pid", ev.HostProcessID, "comm", ev.ProcessName, "origin", ev.Origin)
-		for _, f := range eng.Process(ev) {
-			if writeErr != nil {
-				return
-			}
-			// One line per finding, flushed at once: a consumer must see it within milliseconds.
-			if writeErr = enc.Encode(f); writeErr == nil {
-				writeErr = out.Flush()
-			}
-			if writeErr != nil {
-				log.Error("write finding to stdout", "err", writeErr)
-			}
-		}
+	p := &pipeline{
+		eng: eng, out: out, m: m, log: log, allow: suppress.Allowlist(cfg.Allow),
+		agg: suppress.NewAggregator(time.Duration(cfg.AggregateWindow)),
 	}
-
 	var wg sync.WaitGroup
 	wg.Go(func() { s.ReportDrops(ctx, 10*time.Second) })
-	err = s.Run(ctx, emit)
+	wg.Go(func() { p.flushAggregates(ctx) })
+	err = s.Run(ctx, p.event)
 	wg.Wait()
+	p.flush(true)
 	logStats(log, s.Stats(), eng.Stats())
 	if err != nil {
 		return err
 	}
-	if writeErr != nil {
-		return fmt.Errorf("write findings: %w", writeErr)
+	return p.err()
+}
+
+func sensorStat(s *sensor.Sensor) sensor.Stats {
+	if s == nil {
+		return sensor.Stats{}
+	}
+	return s.Stats()
+}
+
+func sinkStats(in []output.SinkStats) []metrics.SinkStats {
+	out := make([]metrics.SinkStats, len(in))
+	for i, s := range in {
+		out[i] = metrics.SinkStats(s)
+	}
+	return out
+}
+
+// newDispatcher builds the outputs: stdout (and a file) written directly, a webhook fed from its spool.
+func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*output.Dispatcher, error) {
+	format, colour := cfg.Outputs.Format, false
+	if f, ok := stdout.(*os.File); ok {
+		if format == "" {
+			format = output.DefaultFormat(f)
+		}
+		colour = format == "table" && output.DefaultFormat(f) == "table"
+	}
+	if format == "" {
+		format = "json"
+	}
+	std, err := output.NewStdout(stdout, format, colour)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	opts := output.Options{Logger: log, Direct: []output.Sink{std}}
+	if cfg.Outputs.File != "" {
+		f, err := output.NewFile(cfg.Outputs.File)
+		if err != nil {
+			return nil, err
+		}
+		opts.Direct = append(opts.Direct, f)
+	}
+	if w := cfg.Outputs.Webhook; w != nil && w.URL != "" {
+		token := ""
+		if w.TokenFile != "" {
+			b, err := os.ReadFile(w.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("outputs.webhook.tokenFile: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		hook, err := output.NewWebhook(output.WebhookOptions{URL: w.URL, Header: w.Header, Token: token, Timeout: time.Duration(w.Timeout)})
+		if err != nil {
+			return nil, err
+		}
+		spool, err := output.OpenSpool(filepath.Join(cfg.Outputs.SpoolDir, "webhook"), output.SpoolOptions{MaxBytes: cfg.Outputs.SpoolMaxBytes})
+		if err != nil {
+			return nil, fmt.Errorf("webhook spool (set --spool-dir to a writable directory): %w", err)
+		}
+		opts.Spooled = append(opts.Spooled, output.Spooled{Sink: hook, Spool: spool})
+	}
+	return output.NewDispatcher(opts)
+}
+
+// pipeline takes each event through the rules, the allowlist and the aggregation to the outputs.
+type pipeline struct {
+	eng   *rule.Engine
+	out   *output.Dispatcher
+	m     *metrics.Metrics
+	log   *slog.Logger
+	allow suppress.Allowlist
+
+	mu       sync.Mutex // the aggregator is shared with the flush ticker
+	agg      *suppress.Aggregator
+	writeErr error
+}
+
+func (p *pipeline) event(ev *event.Event) {
+	p.m.Event(ev.EventName)
+	p.log.Debug("event", "name", ev.EventName, "pid", ev.HostProcessID, "comm", ev.ProcessName, "origin", ev.Origin)
+	for _, f := range p.eng.Process(ev) {
+		if p.allow.Match(&f) {
+			p.m.Suppressed(f.SigMetadata.ID, "allow")
+			p.log.Debug("finding allowed by the configuration", "rule", f.SigMetadata.ID, "pid", ev.HostProcessID)
+			continue
+		}
+		p.mu.Lock()
+		write := p.agg.Offer(f, time.Now())
+		p.mu.Unlock()
+		if !write {
+			p.m.Suppressed(f.SigMetadata.ID, "aggregated")
+			continue
+		}
+		p.write(f)
+	}
+}
+
+func (p *pipeline) write(f finding.Finding) {
+	p.m.Finding(f.SigMetadata.ID, f.Event.Action)
+	if err := p.out.Dispatch(context.Background(), f); err != nil {
+		p.log.Error("write finding", "err", err)
+		p.mu.Lock()
+		p.writeErr = errors.Join(p.writeErr, err)
+		p.mu.Unlock()
+	}
+}
+
+// flushAggregates writes the aggregates whose window closed, every second until ctx ends.
+func (p *pipeline) flushAggregates(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.flush(false)
+		}
+	}
+}
+
+func (p *pipeline) flush(final bool) {
+	p.mu.Lock()
+	due := p.agg.Flush(time.Now(), final)
+	p.mu.Unlock()
+	for _, f := range due {
+		p.write(f)
+	}
+}
+
+func (p *pipeline) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.writeErr != nil {
+		return fmt.Errorf("write findings: %w", p.writeErr)
 	}
 	return nil
 }

@@ -216,8 +216,20 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// flagOf names the command-line flag that sets a key, so an error reads right whichever way the value came.
+var flagOf = map[string]string{
+	"backend": "--backend", "logLevel": "--log-level", "outputs.format": "--output",
+	"outputs.webhook.url": "--webhook-url", "aggregateWindow": "--aggregate-window",
+}
+
 func keyErr(key, format string, args ...any) error {
-	return fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...))
+	name := "key " + key
+	if f, ok := flagOf[key]; ok {
+		name += " (" + f + ")"
+	} else if strings.HasPrefix(key, "scope") {
+		name += " (--scope)"
+	}
+	return fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
 }
 
 func oneOf(v string, set []string) bool {

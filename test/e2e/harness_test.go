@@ -84,6 +84,8 @@ type finding struct {
 	}
 	Event event.Event
 	Data  any
+	// aggregate is Aggregate.Count: the repeats this finding stands for (0 for an ordinary finding).
+	aggregate int
 }
 
 func (f finding) arg(name string) any {
@@ -109,7 +111,8 @@ type sensor struct {
 func startSensor(t *testing.T, args ...string) *sensor {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	args = append([]string{"run", "--backend", backend()}, args...)
+	// A free port each: sensors of concurrent test runs must not collide on the default metrics port.
+	args = append([]string{"run", "--backend", backend(), "--metrics-addr", "127.0.0.1:0"}, args...)
 	s := &sensor{t: t, cmd: exec.Command(sensorBin, args...), exited: make(chan error, 1), changed: make(chan struct{})}
 	s.cmd.Stderr = &s.stderr
 	stdout, err := s.cmd.StdoutPipe()
@@ -163,6 +166,7 @@ func (s *sensor) readFindings(r io.Reader) {
 			SigMetadata json.RawMessage
 			Event       json.RawMessage
 			Data        any
+			Aggregate   *struct{ Count int }
 		}
 		err := json.Unmarshal(line, &raw)
 		if err == nil {
@@ -176,6 +180,9 @@ func (s *sensor) readFindings(r io.Reader) {
 			s.badLines = append(s.badLines, fmt.Sprintf("%s (%v)", line, err))
 		} else {
 			f.Data = raw.Data
+			if raw.Aggregate != nil {
+				f.aggregate = raw.Aggregate.Count
+			}
 			s.findings = append(s.findings, f)
 		}
 		close(s.changed)

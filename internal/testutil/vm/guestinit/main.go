@@ -50,6 +50,9 @@ func main() {
 // run sets up the guest, runs the command and reports its exit status.
 func run() error {
 	mountAll()
+	if err := loopbackUp(); err != nil {
+		logf("bring up lo: %v", err)
+	}
 	cmd, err := readCommand()
 	if err != nil {
 		return err
@@ -81,6 +84,24 @@ func mountAll() {
 			logf("mount %s on %s: %v", m.fstype, m.target, err)
 		}
 	}
+}
+
+// loopbackUp brings up lo, as a booted system's init would: commands may serve or call 127.0.0.1.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 func readCommand() (protocol.Command, error) {

@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"escapewatch/internal/testutil"
+)
+
+// metricsURL is where the sensor serves /metrics, from its log.
+func (s *sensor) metricsURL() string {
+	m := regexp.MustCompile(`msg="metrics and health endpoints" addr=(\S+)`).FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		s.t.Fatalf("no metrics address in the sensor's log:\n%s", s.stderr.String())
+	}
+	return "http://" + m[1]
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestPrivilegedMetricsAndHealth scrapes the running sensor: ready, backend, and the finding just made.
+func TestPrivilegedMetricsAndHealth(t *testing.T) {
+	s := startSensor(t)
+	base := s.metricsURL()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := httpGet(t, base+path); code != http.StatusOK {
+			t.Errorf("%s = %d %q, want 200", path, code, body)
+		}
+	}
+	h := testutil.MountHierarchy(t)
+	act := runAct(t, inNamespace(triggerBin, "open", h.Agent(), "O_WRONLY")...)
+	s.waitFor(t, "the write", byPID(act.HostPID))
+	_, body := httpGet(t, base+"/metrics")
+	for _, want := range []string{
+		`escapewatch_backend_info{backend="` + s.backend() + `"} 1`,
+		`escapewatch_ready 1`,
+		`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`,
+		`escapewatch_events_total{event="security_file_open"}`,
+		`escapewatch_kernel_records_dropped_total 0`,
+		`escapewatch_sink_delivered_total{sink="stdout"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestPrivilegedSelftest: selftest passes in-process and against a running sensor, and fails (exit 1, with the
+// reason) when the sensor it is told to check is not running.
+func TestPrivilegedSelftest(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	out, err := exec.Command(sensorBin, "selftest", "--backend", backend()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "selftest: PASS") {
+		t.Fatalf("in-process selftest: %v\n%s", err, out)
+	}
+	s := startSensor(t)
+	base := s.metricsURL()
+	out, err = exec.Command(sensorBin, "selftest", "--running", base).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "selftest: PASS") {
+		t.Fatalf("selftest against the running sensor: %v\n%s", err, out)
+	}
+	s.stop(syscall.SIGTERM)
+	cmd := exec.Command(sensorBin, "selftest", "--running", base, "--timeout", "2s")
+	out, err = cmd.CombinedOutput()
+	if err == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "selftest: FAIL") {
+		t.Fatalf("selftest against a stopped sensor: want exit 1 and FAIL, got %v\n%s", err, out)
+	}
+}
+
+// receiver is a webhook endpoint that can be down (refusing with 503) and records what it accepted.
+type receiver struct {
+	mu   sync.Mutex
+	down bool
+	got  []map[string]any
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	var f map[string]any
+	if err := json.NewDecoder(req.Body).Decode(&f); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.got = append(r.got, f)
+}
+
+func (r *receiver) setDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
+}
+
+// pids returns the hostProcessIds of the findings received.
+func (r *receiver) pids() map[int]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[int]int{}
+	for _, f := range r.got {
+		ev, _ := f["Event"].(map[string]any)
+		pid, _ := ev["hostProcessId"].(float64)
+		out[int(pid)]++
+	}
+	return out
+}
+
+func (r *receiver) waitFor(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit * 2)
+	for time.Now().Before(deadline) {
+		got := r.pids()
+		missing := 0
+		for _, p := range pids {
+			if got[p] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("webhook received findings of pids %v, want all of %v", r.pids(), pids)
+}
+
+// TestPrivilegedWebhookOutage: a webhook that is down for a while loses nothing, and neither does a sensor
+// killed with SIGKILL while the webhook is down: the next start delivers its spool.
+func TestPrivilegedWebhookOutage(t *testing.T) {
+	rcv := &receiver{down: true}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	spool := t.TempDir()
+	h := testutil.MountHierarchy(t)
+	write := func() int { return runAct(t, inNamespace(triggerBin, "open", h.Agent(), "O_WRONLY")...).HostPID }
+
+	s := startSensor(t, "--webhook-url", srv.URL, "--spool-dir", spool)
+	var pids []int
+	for range 3 {
+		pid := write()
+		s.waitFor(t, "a write while the webhook is down", byPID(pid))
+		pids = append(pids, pid)
+	}
+	rcv.setDown(false)
+	rcv.waitFor(t, pids)
+
+	// Down again; the sensor dies without any chance to flush.
+	rcv.setDown(true)
+	pid := write()
+	s.waitFor(t, "a write before the crash", byPID(pid))
+	s.cmd.Process.Kill()
+	<-s.exited
+	rcv.setDown(false)
+	startSensor(t, "--webhook-url", srv.URL, "--spool-dir", spool)
+	rcv.waitFor(t, append(pids, pid))
+}
+
+// TestPrivilegedAggregation: repeats of one finding within the window come out as one finding with a count.
+func TestPrivilegedAggregation(t *testing.T) {
+	s := startSensor(t, "--aggregate-window", "1s")
+	h := testutil.MountHierarchy(t)
+	act := runAct(t, inNamespace("sh", "-c", shellAct+"for i in 1 2 3 4 5; do echo /payload > "+h.Agent()+"; done")...)
+	s.waitFor(t, "the aggregate", func(f finding) bool { return f.Event.HostProcessID == act.HostPID && f.aggregate > 0 })
+	got := s.matching(byPID(act.HostPID))
+	if len(got) != 2 || got[0].aggregate != 0 || got[1].aggregate != 4 {
+		t.Errorf("want the first finding, then one aggregate of 4 repeats; got %s", s.summary())
+	}
+}
