@@ -36,7 +36,7 @@ type Config struct {
 	Classifier *enrich.Classifier
 	// Runtimes, if set, adds container names, images and pods from the runtimes' APIs.
 	Runtimes *enrich.Runtimes
-	Logger     *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Sensor is a loaded and attached set of programs.
