@@ -235,6 +235,13 @@ static __always_inline int ew_path_write(struct dentry *dentry, struct vfsmount 
 	return ew_path_copy(dst, w.pos, EW_PATH_MAX);
 }
 
+static __always_inline struct kernfs_node *ew_kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+}
+
 struct ew_cgroup_walk {
 	struct kernfs_node *kn;
 	int pos;
@@ -250,11 +257,7 @@ static long ew_cgroup_step(__u64 i, void *data)
 		return 1;
 
 	struct kernfs_node *kn = w->kn;
-	struct kernfs_node *parent;
-	if (bpf_core_field_exists(kn->__parent))
-		parent = BPF_CORE_READ(kn, __parent);
-	else
-		parent = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	struct kernfs_node *parent = ew_kn_parent(kn);
 	if (!parent)
 		return 1;
 	/* The upper half of the scratch buffer holds the name: container IDs outgrow the stack. */
@@ -444,6 +447,65 @@ static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s
 	}
 	ew_emit(r);
 	return r->action;
+}
+
+/* The last release_agent value seen per hierarchy (struct cgroup_root *), to report the value a write replaced. */
+struct ew_agent_value {
+	char v[EW_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct ew_agent_value);
+} ew_agent_values SEC(".maps");
+
+/* ew_cgroup_root_of returns the hierarchy a cgroup v1 file at the root belongs to: the root directory's kernfs
+ * node holds the root cgroup, which points at its cgroup_root. */
+static __always_inline struct cgroup_root *ew_cgroup_root_of(struct kernfs_node *root_dir)
+{
+	struct cgroup *cgrp = BPF_CORE_READ(root_dir, priv);
+	return BPF_CORE_READ(cgrp, root);
+}
+
+/* ew_agent_written reports a write to the real release_agent of hierarchy root, through file, with the value the
+ * kernel now stores (read after the write) and the one it replaced, when seen before. */
+static __always_inline void ew_agent_written(struct file *file, struct cgroup_root *root, __u32 source, __s64 ret,
+					     __u32 nr, __u32 facts)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	ew_record_head(r, EW_KIND_AGENT_WRITE, source, ret, nr, facts | EW_FACT_CGROUP1_AGENT);
+	ew_record_file(r, file);
+	bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), &root->release_agent_path);
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);
+	__u64 key = (__u64)root;
+	struct ew_agent_value *old = bpf_map_lookup_elem(&ew_agent_values, &key);
+	r->arg_path2[0] = 0;
+	if (old) {
+		bpf_probe_read_kernel_str(r->arg_path2, sizeof(r->arg_path2), old->v);
+		r->facts |= EW_FACT_OLD_VALUE;
+	}
+	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
+	ew_emit(r);
+}
+
+/* ew_file_written: the tracepoint's body for a write-family syscall on file. */
+static __always_inline void ew_file_written(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+{
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
+	if (BPF_CORE_READ(sb, s_magic) != CGROUP_SUPER_MAGIC)
+		return; /* the hot path: every other file's write leaves here */
+	int kfacts = ew_classify_dentry(dentry);
+	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
+		return;
+	/* kernfs keeps a directory's node in its inode's i_private */
+	struct kernfs_node *root_dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
+	ew_agent_written(file, ew_cgroup_root_of(root_dir), source, ret, nr, facts);
 }
 
 #endif

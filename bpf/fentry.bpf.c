@@ -18,3 +18,11 @@ int BPF_PROG(ew_fentry_inode_rename, struct inode *old_dir, struct dentry *old_d
 	ew_hook_inode_rename(old_dentry, new_dentry, 0);
 	return 0;
 }
+
+/* Every write to a release_agent ends in this handler: after it, the hierarchy holds the new value. */
+SEC("fexit/cgroup_release_agent_write")
+int BPF_PROG(ew_fexit_agent_write, struct kernfs_open_file *of, char *buf, size_t nbytes, loff_t off, ssize_t ret)
+{
+	ew_hook_agent_write(of, ret);
+	return 0;
+}

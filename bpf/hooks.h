@@ -53,4 +53,17 @@ static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, str
 	return r->action;
 }
 
+/* ew_hook_agent_write is cgroup_release_agent_write(of, ...) returning ret: the kernel's own handler of a
+ * release_agent write, whatever syscall or io_uring request carried it. of->kn is the file, its parent the
+ * hierarchy's root directory. */
+static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s64 ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ew_syscall sc;
+
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	struct kernfs_node *root_dir = ew_kn_parent(BPF_CORE_READ(of, kn));
+	ew_agent_written(BPF_CORE_READ(of, file), ew_cgroup_root_of(root_dir), sc.source, ret, sc.nr, sc.facts);
+}
+
 #endif

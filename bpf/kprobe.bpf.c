@@ -18,3 +18,33 @@ int BPF_KPROBE(ew_kprobe_inode_rename, struct inode *old_dir, struct dentry *old
 	ew_hook_inode_rename(old_dentry, new_dentry, 0);
 	return 0;
 }
+
+/* kretprobes see only the return value: the entry probe keeps the handler's argument per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} ew_agent_write_args SEC(".maps");
+
+SEC("kprobe/cgroup_release_agent_write")
+int BPF_KPROBE(ew_kprobe_agent_write, struct kernfs_open_file *of)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 arg = (__u64)of;
+	bpf_map_update_elem(&ew_agent_write_args, &tid, &arg, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/cgroup_release_agent_write")
+int BPF_KRETPROBE(ew_kretprobe_agent_write, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *arg = bpf_map_lookup_elem(&ew_agent_write_args, &tid);
+	if (!arg)
+		return 0;
+	struct kernfs_open_file *of = (struct kernfs_open_file *)*arg;
+	bpf_map_delete_elem(&ew_agent_write_args, &tid);
+	ew_hook_agent_write(of, ret);
+	return 0;
+}

@@ -21,3 +21,12 @@ int BPF_PROG(ew_lsm_inode_rename, struct inode *old_dir, struct dentry *old_dent
 		return ret;
 	return ew_hook_inode_rename(old_dentry, new_dentry, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
 }
+
+/* Every write to a release_agent ends in this handler: after it, the hierarchy holds the new value. LSM kernels
+ * have BPF trampolines, so fexit is there too. */
+SEC("fexit/cgroup_release_agent_write")
+int BPF_PROG(ew_lsm_fexit_agent_write, struct kernfs_open_file *of, char *buf, size_t nbytes, loff_t off, ssize_t ret)
+{
+	ew_hook_agent_write(of, ret);
+	return 0;
+}

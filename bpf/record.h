@@ -13,6 +13,7 @@
 enum ew_kind {
 	EW_KIND_FILE_OPEN = 1,	 /* security_file_open */
 	EW_KIND_INODE_RENAME = 2, /* security_inode_rename */
+	EW_KIND_AGENT_WRITE = 3,  /* a write to the real release_agent, through any file descriptor */
 };
 
 /* Which kernel path produced the record. */
@@ -27,6 +28,7 @@ enum ew_fact {
 	EW_FACT_COMPAT_SYSCALL = 1 << 1, /* a 32-bit (ia32) syscall */
 	EW_FACT_PATH_TRUNCATED = 1 << 2, /* a path hit EW_PATH_MAX or the component limit */
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
+	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
 };
 
 /* What the kernel side did about the operation. */
@@ -77,13 +79,14 @@ struct ew_record {
 	__u32 fs_magic;
 	__u32 action; /* enum ew_action */
 	char cgroup_path[EW_CGROUP_PATH_MAX];
-	/* file_open: the kernel-resolved pathname.     rename: the directory a relative new name starts from */
+	/* file_open, agent write: the kernel-resolved pathname. rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];
-	/* file_open: the path string the process passed.  rename: the new name as passed */
+	/* file_open: the path string the process passed. rename: the new name as passed. agent write: the value
+	 * stored in the hierarchy after the write */
 	char arg_path[EW_PATH_MAX];
-	/* rename: the old name as passed */
+	/* rename: the old name as passed. agent write: the value before (with EW_FACT_OLD_VALUE) */
 	char arg_path2[EW_PATH_MAX];
-	/* rename: the directory a relative old name starts from */
+	/* rename: the directory a relative old name starts from. agent write: the hierarchy's name */
 	char base_path[EW_PATH_MAX];
 };
 

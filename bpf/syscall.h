@@ -12,13 +12,21 @@ enum {
 	NR_RENAME = 82, NR_RENAMEAT = 264, NR_RENAMEAT2 = 316,
 	NR32_OPEN = 5, NR32_CREAT = 8, NR32_OPENAT = 295, NR32_OPEN_BY_HANDLE_AT = 342, NR32_OPENAT2 = 437,
 	NR32_RENAME = 38, NR32_RENAMEAT = 302, NR32_RENAMEAT2 = 353,
+	NR_WRITE = 1, NR_PWRITE64 = 18, NR_WRITEV = 20, NR_SENDFILE = 40, NR_SPLICE = 275, NR_PWRITEV = 296,
+	NR_COPY_FILE_RANGE = 326, NR_PWRITEV2 = 328,
+	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
+	NR32_SPLICE = 313, NR32_PWRITEV = 334, NR32_COPY_FILE_RANGE = 377, NR32_PWRITEV2 = 379,
 };
 
 #define NR_IO_URING_ENTER 426 /* the same number in both tables */
 #define X32_SYSCALL_BIT 0x40000000
 #define EW_PF_IO_WORKER 0x00000010
 
-enum ew_op { EW_OP_NONE, EW_OP_OPEN, EW_OP_OPEN_AT, EW_OP_OPEN_BY_HANDLE, EW_OP_RENAME, EW_OP_RENAME_AT };
+enum ew_op {
+	EW_OP_NONE, EW_OP_OPEN, EW_OP_OPEN_AT, EW_OP_OPEN_BY_HANDLE, EW_OP_RENAME, EW_OP_RENAME_AT,
+	EW_OP_WRITE,	 /* the written descriptor is argument 0 */
+	EW_OP_WRITE_FD2, /* the written descriptor is argument 2 (splice, copy_file_range) */
+};
 
 static __always_inline enum ew_op native_op(long nr)
 {
@@ -28,6 +36,9 @@ static __always_inline enum ew_op native_op(long nr)
 	case NR_OPEN_BY_HANDLE_AT: return EW_OP_OPEN_BY_HANDLE;
 	case NR_RENAME: return EW_OP_RENAME;
 	case NR_RENAMEAT: case NR_RENAMEAT2: return EW_OP_RENAME_AT;
+	case NR_WRITE: case NR_PWRITE64: case NR_WRITEV: case NR_SENDFILE: case NR_PWRITEV: case NR_PWRITEV2:
+		return EW_OP_WRITE;
+	case NR_SPLICE: case NR_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
 	}
 	return EW_OP_NONE;
 }
@@ -40,6 +51,10 @@ static __always_inline enum ew_op compat_op(long nr)
 	case NR32_OPEN_BY_HANDLE_AT: return EW_OP_OPEN_BY_HANDLE;
 	case NR32_RENAME: return EW_OP_RENAME;
 	case NR32_RENAMEAT: case NR32_RENAMEAT2: return EW_OP_RENAME_AT;
+	case NR32_WRITE: case NR32_PWRITE64: case NR32_WRITEV: case NR32_SENDFILE: case NR32_SENDFILE64:
+	case NR32_PWRITEV: case NR32_PWRITEV2:
+		return EW_OP_WRITE;
+	case NR32_SPLICE: case NR32_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
 	}
 	return EW_OP_NONE;
 }

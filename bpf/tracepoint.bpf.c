@@ -69,6 +69,13 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 	case EW_OP_RENAME_AT:
 		renamed(task, &sc, ret);
 		return 0;
+	case EW_OP_WRITE:
+	case EW_OP_WRITE_FD2: {
+		struct file *file = ew_fd_file_btf(task, (int)sys_arg(regs, sc.compat, sc.op == EW_OP_WRITE ? 0 : 2));
+		if (file)
+			ew_file_written(file, EW_SOURCE_SYSCALL, ret, sc.nr, sc.facts);
+		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -114,6 +121,14 @@ int ew_io_uring_complete(__u64 *ctx)
 	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
 	__u8 opcode = BPF_CORE_READ(req, opcode);
 
+	if (opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE) ||
+	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITEV) ||
+	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED)) {
+		struct file *file = BPF_CORE_READ(req, file);
+		if (file)
+			ew_file_written(file, EW_SOURCE_IO_URING, BPF_CORE_READ(req, cqe.res), opcode, 0);
+		return 0;
+	}
 	if (opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) &&
 	    opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2))
 		return 0;

@@ -15,6 +15,14 @@ const (
 	SecurityInodeRenameID = 768
 )
 
+// escapewatch's own events, numbered above Tracee's range.
+const (
+	// ReleaseAgentChanged is a write to the real release_agent, through any file descriptor, with the value
+	// the kernel stores afterwards: pathname, hierarchy, value, and old_value when it was seen before.
+	ReleaseAgentChanged   = "release_agent_changed"
+	ReleaseAgentChangedID = 10001
+)
+
 // Origin classes. Container, ContainerInit and Host are Tracee's
 // (trace.EventOrigin); Namespaced is escapewatch's: a process in a mount or
 // pid namespace other than the host's where no container was found.

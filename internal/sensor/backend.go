@@ -49,6 +49,10 @@ func attachKprobe(symbol string) func(*ebpf.Program) (link.Link, error) {
 	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(symbol, p, nil) }
 }
 
+func attachKretprobe(symbol string) func(*ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }
+}
+
 var backends = []backend{
 	{
 		name: BackendLSM,
@@ -56,6 +60,7 @@ var backends = []backend{
 		hooks: []hook{
 			{"ew_lsm_file_open", "lsm/file_open", attachLSM},
 			{"ew_lsm_inode_rename", "lsm/inode_rename", attachLSM},
+			{"ew_lsm_fexit_agent_write", "fexit/cgroup_release_agent_write", attachTracing},
 		},
 		canDeny:   true,
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
@@ -67,6 +72,7 @@ var backends = []backend{
 		hooks: []hook{
 			{"ew_fentry_file_open", "fentry/security_file_open", attachTracing},
 			{"ew_fentry_inode_rename", "fentry/security_inode_rename", attachTracing},
+			{"ew_fexit_agent_write", "fexit/cgroup_release_agent_write", attachTracing},
 		},
 		needs: "BPF trampolines (fentry): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.5 or later",
 	},
@@ -76,6 +82,8 @@ var backends = []backend{
 		hooks: []hook{
 			{"ew_kprobe_file_open", "kprobe/security_file_open", attachKprobe("security_file_open")},
 			{"ew_kprobe_inode_rename", "kprobe/security_inode_rename", attachKprobe("security_inode_rename")},
+			{"ew_kprobe_agent_write", "kprobe/cgroup_release_agent_write", attachKprobe("cgroup_release_agent_write")},
+			{"ew_kretprobe_agent_write", "kretprobe/cgroup_release_agent_write", attachKretprobe("cgroup_release_agent_write")},
 		},
 		needs: "kprobes: CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
 	},

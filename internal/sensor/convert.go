@@ -18,10 +18,14 @@ var (
 	syscallNames = map[uint32]string{
 		2: "open", 85: "creat", 257: "openat", 304: "open_by_handle_at", 437: "openat2",
 		82: "rename", 264: "renameat", 316: "renameat2",
+		1: "write", 18: "pwrite64", 20: "writev", 40: "sendfile", 275: "splice", 296: "pwritev", 326: "copy_file_range",
+		328: "pwritev2",
 	}
 	compatSyscallNames = map[uint32]string{
 		5: "open", 8: "creat", 295: "openat", 342: "open_by_handle_at", 437: "openat2",
 		38: "rename", 302: "renameat", 353: "renameat2",
+		4: "write", 146: "writev", 181: "pwrite64", 187: "sendfile", 239: "sendfile64", 313: "splice", 334: "pwritev",
+		377: "copy_file_range", 379: "pwritev2",
 	}
 )
 
@@ -119,6 +123,17 @@ func (c *converter) event(r *Record) event.Event {
 		ev.Args = []event.Argument{
 			arg("old_path", "const char*", joinDir(r.BasePath, r.ArgPath2)),
 			arg("new_path", "const char*", joinDir(r.Path, r.ArgPath)),
+		}
+	case kernelEwKindEW_KIND_AGENT_WRITE:
+		ev.EventID, ev.EventName = event.ReleaseAgentChangedID, event.ReleaseAgentChanged
+		ev.ReturnValue = int(r.Ret) // bytes written, or the kernel's refusal (-errno)
+		ev.Args = []event.Argument{
+			arg("pathname", "const char*", r.Path),
+			arg("hierarchy", "const char*", r.BasePath),
+			arg("value", "const char*", r.ArgPath),
+		}
+		if r.Has(kernelEwFactEW_FACT_OLD_VALUE) {
+			ev.Args = append(ev.Args, arg("old_value", "const char*", r.ArgPath2))
 		}
 	}
 	ev.ArgsNum = len(ev.Args)

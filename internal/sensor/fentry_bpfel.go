@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type fentryEwAgentValue struct {
+	_ structs.HostLayout
+	V [4096]int8
+}
+
 type fentryEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -62,12 +67,14 @@ type fentryEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	fentryMapEwAgentValues        = "ew_agent_values"
 	fentryMapEwCounters           = "ew_counters"
 	fentryMapEwEvents             = "ew_events"
 	fentryMapEwPathScratch        = "ew_path_scratch"
 	fentryMapEwRecordScratch      = "ew_record_scratch"
 	fentryProgEwFentryFileOpen    = "ew_fentry_file_open"
 	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
+	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
 	fentryVarAnyFs                = "any_fs"
 	fentryVarEnforce              = "enforce"
 	fentryVarHostMntNs            = "host_mnt_ns"
@@ -118,12 +125,14 @@ type fentrySpecs struct {
 type fentryProgramSpecs struct {
 	EwFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
+	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
 }
 
 // fentryMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryMapSpecs struct {
+	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -160,6 +169,7 @@ func (o *fentryObjects) Close() error {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryMaps struct {
+	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
 	EwEvents        *ebpf.Map `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -168,6 +178,7 @@ type fentryMaps struct {
 
 func (m *fentryMaps) Close() error {
 	return _FentryClose(
+		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,
@@ -191,12 +202,14 @@ type fentryVariables struct {
 type fentryPrograms struct {
 	EwFentryFileOpen    *ebpf.Program `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
+	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
 }
 
 func (p *fentryPrograms) Close() error {
 	return _FentryClose(
 		p.EwFentryFileOpen,
 		p.EwFentryInodeRename,
+		p.EwFexitAgentWrite,
 	)
 }
 

@@ -36,6 +36,7 @@ const (
 	kernelEwFactEW_FACT_COMPAT_SYSCALL kernelEwFact = 2
 	kernelEwFactEW_FACT_PATH_TRUNCATED kernelEwFact = 4
 	kernelEwFactEW_FACT_DIR_RESOLVED   kernelEwFact = 8
+	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
 )
 
 type kernelEwKind uint32
@@ -43,6 +44,7 @@ type kernelEwKind uint32
 const (
 	kernelEwKindEW_KIND_FILE_OPEN    kernelEwKind = 1
 	kernelEwKindEW_KIND_INODE_RENAME kernelEwKind = 2
+	kernelEwKindEW_KIND_AGENT_WRITE  kernelEwKind = 3
 )
 
 type kernelEwRecord struct {

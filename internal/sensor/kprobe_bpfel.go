@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kprobeEwAgentValue struct {
+	_ structs.HostLayout
+	V [4096]int8
+}
+
 type kprobeEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -62,16 +67,20 @@ type kprobeEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kprobeMapEwCounters           = "ew_counters"
-	kprobeMapEwEvents             = "ew_events"
-	kprobeMapEwPathScratch        = "ew_path_scratch"
-	kprobeMapEwRecordScratch      = "ew_record_scratch"
-	kprobeProgEwKprobeFileOpen    = "ew_kprobe_file_open"
-	kprobeProgEwKprobeInodeRename = "ew_kprobe_inode_rename"
-	kprobeVarAnyFs                = "any_fs"
-	kprobeVarEnforce              = "enforce"
-	kprobeVarHostMntNs            = "host_mnt_ns"
-	kprobeVarHostPidNs            = "host_pid_ns"
+	kprobeMapEwAgentValues          = "ew_agent_values"
+	kprobeMapEwAgentWriteArgs       = "ew_agent_write_args"
+	kprobeMapEwCounters             = "ew_counters"
+	kprobeMapEwEvents               = "ew_events"
+	kprobeMapEwPathScratch          = "ew_path_scratch"
+	kprobeMapEwRecordScratch        = "ew_record_scratch"
+	kprobeProgEwKprobeAgentWrite    = "ew_kprobe_agent_write"
+	kprobeProgEwKprobeFileOpen      = "ew_kprobe_file_open"
+	kprobeProgEwKprobeInodeRename   = "ew_kprobe_inode_rename"
+	kprobeProgEwKretprobeAgentWrite = "ew_kretprobe_agent_write"
+	kprobeVarAnyFs                  = "any_fs"
+	kprobeVarEnforce                = "enforce"
+	kprobeVarHostMntNs              = "host_mnt_ns"
+	kprobeVarHostPidNs              = "host_pid_ns"
 )
 
 // loadKprobe returns the embedded CollectionSpec for kprobe.
@@ -116,18 +125,22 @@ type kprobeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeProgramSpecs struct {
-	EwKprobeFileOpen    *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
-	EwKprobeInodeRename *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeAgentWrite    *ebpf.ProgramSpec `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeFileOpen      *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
+	EwKprobeInodeRename   *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
+	EwKretprobeAgentWrite *ebpf.ProgramSpec `ebpf:"ew_kretprobe_agent_write"`
 }
 
 // kprobeMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeMapSpecs struct {
-	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwAgentWriteArgs *ebpf.MapSpec `ebpf:"ew_agent_write_args"`
+	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
 
 // kprobeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -160,14 +173,18 @@ func (o *kprobeObjects) Close() error {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobeMaps struct {
-	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
-	EwEvents        *ebpf.Map `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
+	EwAgentWriteArgs *ebpf.Map `ebpf:"ew_agent_write_args"`
+	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *kprobeMaps) Close() error {
 	return _KprobeClose(
+		m.EwAgentValues,
+		m.EwAgentWriteArgs,
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,
@@ -189,14 +206,18 @@ type kprobeVariables struct {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobePrograms struct {
-	EwKprobeFileOpen    *ebpf.Program `ebpf:"ew_kprobe_file_open"`
-	EwKprobeInodeRename *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeAgentWrite    *ebpf.Program `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeFileOpen      *ebpf.Program `ebpf:"ew_kprobe_file_open"`
+	EwKprobeInodeRename   *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
+	EwKretprobeAgentWrite *ebpf.Program `ebpf:"ew_kretprobe_agent_write"`
 }
 
 func (p *kprobePrograms) Close() error {
 	return _KprobeClose(
+		p.EwKprobeAgentWrite,
 		p.EwKprobeFileOpen,
 		p.EwKprobeInodeRename,
+		p.EwKretprobeAgentWrite,
 	)
 }
 

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type lsmEwAgentValue struct {
+	_ structs.HostLayout
+	V [4096]int8
+}
+
 type lsmEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -62,16 +67,18 @@ type lsmEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lsmMapEwCounters        = "ew_counters"
-	lsmMapEwEvents          = "ew_events"
-	lsmMapEwPathScratch     = "ew_path_scratch"
-	lsmMapEwRecordScratch   = "ew_record_scratch"
-	lsmProgEwLsmFileOpen    = "ew_lsm_file_open"
-	lsmProgEwLsmInodeRename = "ew_lsm_inode_rename"
-	lsmVarAnyFs             = "any_fs"
-	lsmVarEnforce           = "enforce"
-	lsmVarHostMntNs         = "host_mnt_ns"
-	lsmVarHostPidNs         = "host_pid_ns"
+	lsmMapEwAgentValues         = "ew_agent_values"
+	lsmMapEwCounters            = "ew_counters"
+	lsmMapEwEvents              = "ew_events"
+	lsmMapEwPathScratch         = "ew_path_scratch"
+	lsmMapEwRecordScratch       = "ew_record_scratch"
+	lsmProgEwLsmFexitAgentWrite = "ew_lsm_fexit_agent_write"
+	lsmProgEwLsmFileOpen        = "ew_lsm_file_open"
+	lsmProgEwLsmInodeRename     = "ew_lsm_inode_rename"
+	lsmVarAnyFs                 = "any_fs"
+	lsmVarEnforce               = "enforce"
+	lsmVarHostMntNs             = "host_mnt_ns"
+	lsmVarHostPidNs             = "host_pid_ns"
 )
 
 // loadLsm returns the embedded CollectionSpec for lsm.
@@ -116,14 +123,16 @@ type lsmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
-	EwLsmFileOpen    *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
-	EwLsmInodeRename *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
+	EwLsmFexitAgentWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFileOpen        *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
+	EwLsmInodeRename     *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
 }
 
 // lsmMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmMapSpecs struct {
+	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -160,6 +169,7 @@ func (o *lsmObjects) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmMaps struct {
+	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
 	EwEvents        *ebpf.Map `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -168,6 +178,7 @@ type lsmMaps struct {
 
 func (m *lsmMaps) Close() error {
 	return _LsmClose(
+		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,
@@ -189,12 +200,14 @@ type lsmVariables struct {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
-	EwLsmFileOpen    *ebpf.Program `ebpf:"ew_lsm_file_open"`
-	EwLsmInodeRename *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
+	EwLsmFexitAgentWrite *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFileOpen        *ebpf.Program `ebpf:"ew_lsm_file_open"`
+	EwLsmInodeRename     *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
 }
 
 func (p *lsmPrograms) Close() error {
 	return _LsmClose(
+		p.EwLsmFexitAgentWrite,
 		p.EwLsmFileOpen,
 		p.EwLsmInodeRename,
 	)

@@ -55,7 +55,7 @@ func decodeRecord(raw []byte) (Record, error) {
 	}
 	c := (*kernelEwRecord)(unsafe.Pointer(&raw[0]))
 	switch kernelEwKind(c.Kind) {
-	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_INODE_RENAME:
+	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_INODE_RENAME, kernelEwKindEW_KIND_AGENT_WRITE:
 	default:
 		return Record{}, fmt.Errorf("unknown record kind %d", c.Kind)
 	}

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tracepointEwAgentValue struct {
+	_ structs.HostLayout
+	V [4096]int8
+}
+
 type tracepointEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -62,6 +67,7 @@ type tracepointEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tracepointMapEwAgentValues      = "ew_agent_values"
 	tracepointMapEwCounters         = "ew_counters"
 	tracepointMapEwEvents           = "ew_events"
 	tracepointMapEwPathScratch      = "ew_path_scratch"
@@ -124,6 +130,7 @@ type tracepointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointMapSpecs struct {
+	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -160,6 +167,7 @@ func (o *tracepointObjects) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointMaps struct {
+	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
 	EwEvents        *ebpf.Map `ebpf:"ew_events"`
 	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -168,6 +176,7 @@ type tracepointMaps struct {
 
 func (m *tracepointMaps) Close() error {
 	return _TracepointClose(
+		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,

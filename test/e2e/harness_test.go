@@ -83,7 +83,7 @@ type finding struct {
 		Name string
 	}
 	Event event.Event
-	Data  any
+	Data  map[string]any
 	// aggregate is Aggregate.Count: the repeats this finding stands for (0 for an ordinary finding).
 	aggregate int
 }
@@ -165,7 +165,7 @@ func (s *sensor) readFindings(r io.Reader) {
 		var raw struct {
 			SigMetadata json.RawMessage
 			Event       json.RawMessage
-			Data        any
+			Data        map[string]any
 			Aggregate   *struct{ Count int }
 		}
 		err := json.Unmarshal(line, &raw)
@@ -268,8 +268,14 @@ type actor struct {
 	Comm           string
 }
 
+// byPID matches the TRC-1010 findings of process pid.
 func byPID(pid int) func(finding) bool {
-	return func(f finding) bool { return f.Event.HostProcessID == pid }
+	return func(f finding) bool { return f.Event.HostProcessID == pid && f.SigMetadata.ID == "TRC-1010" }
+}
+
+// changedBy matches the EW-1001 (release_agent changed) findings of process pid.
+func changedBy(pid int) func(finding) bool {
+	return func(f finding) bool { return f.Event.HostProcessID == pid && f.SigMetadata.ID == "EW-1001" }
 }
 
 // runAct runs argv, whose first output line is "HOSTPID NSPID COMM" of the process that acts, and returns that

@@ -55,7 +55,8 @@ func TestPrivilegedMetricsAndHealth(t *testing.T) {
 		`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`,
 		`escapewatch_events_total{event="security_file_open"}`,
 		`escapewatch_kernel_records_dropped_total 0`,
-		`escapewatch_sink_delivered_total{sink="stdout"} 1`,
+		`escapewatch_findings_total{action="alert",rule="EW-1001"} 1`,
+		`escapewatch_sink_delivered_total{sink="stdout"} 2`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
