@@ -25,6 +25,7 @@
 #define EW_FMODE_WRITE 0x2
 #define EW_EPERM 1
 #define EW_SIGKILL 9
+#define EW_KTHREADD_PID 2
 
 /* Set by the loader before the programs are loaded. */
 /* any_fs: pass every file named release_agent (Tracee's behaviour), not only the real cgroup v1 one. */
@@ -449,6 +450,28 @@ static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s
 	return r->action;
 }
 
+/* ew_is_usermode_helper: the kernel starts user-mode helpers (call_usermodehelper) from a worker with
+ * CLONE_PARENT, so their parent is kthreadd; no user process has that parent. */
+static __always_inline int ew_is_usermode_helper(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, real_parent, pid) == EW_KTHREADD_PID;
+}
+
+/* ew_helper_exec reports a program the kernel starts as a user-mode helper, such as a release agent. */
+static __always_inline void ew_helper_exec(struct task_struct *task, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	ew_record_head(r, EW_KIND_HELPER_EXEC, EW_SOURCE_SYSCALL, 0, 0, 0);
+	r->path[0] = 0;
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), BPF_CORE_READ(bprm, filename));
+	ew_emit(r);
+}
+
 /* The last release_agent value seen per hierarchy (struct cgroup_root *), to report the value a write replaced. */
 struct ew_agent_value {
 	char v[EW_PATH_MAX];
@@ -493,6 +516,45 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	ew_emit(r);
 }
 
+#define EW_NOTIFY_NAME "notify_on_release"
+#define EW_NOTIFY_LEN 17
+
+/* ew_notify_written reports a write to the notify_on_release of cgroup cgrp, with the flag after it. */
+static __always_inline void ew_notify_written(struct file *file, struct cgroup *cgrp, __u32 source, __s64 ret,
+					      __u32 nr, __u32 facts)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	unsigned long flags = BPF_CORE_READ(cgrp, flags);
+	/* CGRP_NOTIFY_ON_RELEASE is bit 0 of an anonymous enum (CO-RE cannot name it); it has never moved. */
+	if (flags & 1)
+		facts |= EW_FACT_ENABLED;
+	ew_record_head(r, EW_KIND_NOTIFY_WRITE, source, ret, nr, facts);
+	ew_record_file(r, file);
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	struct cgroup_root *root = BPF_CORE_READ(cgrp, root);
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);
+	ew_emit(r);
+}
+
+static __always_inline int ew_name_is(struct dentry *dentry, const char *want, int len)
+{
+	char name[32] = {};
+	if (BPF_CORE_READ(dentry, d_name.len) != len)
+		return 0;
+	bpf_probe_read_kernel(name, len & 31, BPF_CORE_READ(dentry, d_name.name));
+	for (int i = 0; i < 31; i++) {
+		if (i >= len)
+			break;
+		if (name[i] != want[i])
+			return 0;
+	}
+	return 1;
+}
+
 /* ew_file_written: the tracepoint's body for a write-family syscall on file. */
 static __always_inline void ew_file_written(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts)
 {
@@ -500,6 +562,11 @@ static __always_inline void ew_file_written(struct file *file, __u32 source, __s
 	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
 	if (BPF_CORE_READ(sb, s_magic) != CGROUP_SUPER_MAGIC)
 		return; /* the hot path: every other file's write leaves here */
+	if (ew_name_is(dentry, EW_NOTIFY_NAME, EW_NOTIFY_LEN)) {
+		struct kernfs_node *dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
+		ew_notify_written(file, BPF_CORE_READ(dir, priv), source, ret, nr, facts);
+		return;
+	}
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
 		return;

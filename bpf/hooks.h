@@ -66,4 +66,26 @@ static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s
 	ew_agent_written(BPF_CORE_READ(of, file), ew_cgroup_root_of(root_dir), sc.source, ret, sc.nr, sc.facts);
 }
 
+/* ew_hook_notify_write is cgroup_write_notify_on_release(css, cft, val): the kernel's handler. With the value
+ * the flag takes, whatever carried the write. */
+static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css, __u64 val, __s64 ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ew_syscall sc;
+	__u32 zero = 0;
+
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	struct cgroup *cgrp = BPF_CORE_READ(css, cgroup);
+	ew_record_head(r, EW_KIND_NOTIFY_WRITE, sc.source, ret, sc.nr, sc.facts | (val ? EW_FACT_ENABLED : 0));
+	r->path[0] = 0;
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	struct cgroup_root *root = BPF_CORE_READ(cgrp, root);
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);
+	ew_emit(r);
+}
+
 #endif

@@ -30,3 +30,20 @@ int BPF_PROG(ew_lsm_fexit_agent_write, struct kernfs_open_file *of, char *buf, s
 	ew_hook_agent_write(of, ret);
 	return 0;
 }
+
+SEC("fexit/cgroup_write_notify_on_release")
+int BPF_PROG(ew_lsm_fexit_notify_write, struct cgroup_subsys_state *css, struct cftype *cft, __u64 val, int ret)
+{
+	ew_hook_notify_write(css, val, ret);
+	return 0;
+}
+
+/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd; every
+ * backend watches them here: execs are rare, so this costs nothing that matters. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (ew_is_usermode_helper(p))
+		ew_helper_exec(p, bprm);
+	return 0;
+}

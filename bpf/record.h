@@ -14,6 +14,8 @@ enum ew_kind {
 	EW_KIND_FILE_OPEN = 1,	 /* security_file_open */
 	EW_KIND_INODE_RENAME = 2, /* security_inode_rename */
 	EW_KIND_AGENT_WRITE = 3,  /* a write to the real release_agent, through any file descriptor */
+	EW_KIND_NOTIFY_WRITE = 4, /* a write to a cgroup v1 notify_on_release */
+	EW_KIND_HELPER_EXEC = 5,  /* the kernel started a user-mode helper (a release agent among them) */
 };
 
 /* Which kernel path produced the record. */
@@ -29,6 +31,7 @@ enum ew_fact {
 	EW_FACT_PATH_TRUNCATED = 1 << 2, /* a path hit EW_PATH_MAX or the component limit */
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
 	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
+	EW_FACT_ENABLED = 1 << 5,	 /* notify write: notify_on_release is on after the write */
 };
 
 /* What the kernel side did about the operation. */
@@ -86,7 +89,8 @@ struct ew_record {
 	char arg_path[EW_PATH_MAX];
 	/* rename: the old name as passed. agent write: the value before (with EW_FACT_OLD_VALUE) */
 	char arg_path2[EW_PATH_MAX];
-	/* rename: the directory a relative old name starts from. agent write: the hierarchy's name */
+	/* rename: the directory a relative old name starts from. agent and notify write: the hierarchy's name.
+	 * helper exec: the program the kernel runs */
 	char base_path[EW_PATH_MAX];
 };
 

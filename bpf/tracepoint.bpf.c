@@ -149,3 +149,13 @@ int ew_io_uring_complete(__u64 *ctx)
 	ew_file_opened(file, EW_SOURCE_IO_URING, res, opcode, 0, NULL, 0, 0);
 	return 0;
 }
+
+/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd; every
+ * backend watches them here: execs are rare, so this costs nothing that matters. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (ew_is_usermode_helper(p))
+		ew_helper_exec(p, bprm);
+	return 0;
+}

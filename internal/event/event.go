@@ -21,6 +21,14 @@ const (
 	// the kernel stores afterwards: pathname, hierarchy, value, and old_value when it was seen before.
 	ReleaseAgentChanged   = "release_agent_changed"
 	ReleaseAgentChangedID = 10001
+	// NotifyOnReleaseChanged is a write to a cgroup v1 notify_on_release: pathname (when the write came
+	// through a file the sensor saw), hierarchy, enabled (the flag after the write).
+	NotifyOnReleaseChanged   = "notify_on_release_changed"
+	NotifyOnReleaseChangedID = 10002
+	// UsermodeHelperExec is a program the kernel started as root on the host on its own behalf (a release
+	// agent, modprobe, a core dump helper): pathname.
+	UsermodeHelperExec   = "usermode_helper_exec"
+	UsermodeHelperExecID = 10003
 )
 
 // Origin classes. Container, ContainerInit and Host are Tracee's

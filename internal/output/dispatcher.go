@@ -103,16 +103,18 @@ func buildRoutes(opts Options, every time.Duration) ([]*route, error) {
 		routes = append(routes, &route{sink: s, spool: sp, dropLog: limiter{every: every}})
 		return nil
 	}
-	for _, s := range opts.Direct {
-		if err := add(s, nil); err != nil {
-			return nil, err
-		}
-	}
+	// Spools first: once a finding shows anywhere (stdout), it is already on disk for the slow sinks, so a
+	// crash right after can lose nothing a reader has seen.
 	for _, s := range opts.Spooled {
 		if s.Spool == nil {
 			return nil, fmt.Errorf("output %q: no spool (open one with OpenSpool)", s.Sink.Name())
 		}
 		if err := add(s.Sink, s.Spool); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range opts.Direct {
+		if err := add(s, nil); err != nil {
 			return nil, err
 		}
 	}

@@ -135,6 +135,18 @@ func (c *converter) event(r *Record) event.Event {
 		if r.Has(kernelEwFactEW_FACT_OLD_VALUE) {
 			ev.Args = append(ev.Args, arg("old_value", "const char*", r.ArgPath2))
 		}
+	case kernelEwKindEW_KIND_NOTIFY_WRITE:
+		ev.EventID, ev.EventName = event.NotifyOnReleaseChangedID, event.NotifyOnReleaseChanged
+		ev.ReturnValue = int(r.Ret)
+		ev.Args = []event.Argument{
+			arg("pathname", "const char*", r.Path),
+			arg("hierarchy", "const char*", r.BasePath),
+			arg("enabled", "bool", r.Has(kernelEwFactEW_FACT_ENABLED)),
+		}
+	case kernelEwKindEW_KIND_HELPER_EXEC:
+		ev.EventID, ev.EventName = event.UsermodeHelperExecID, event.UsermodeHelperExec
+		ev.Syscall = "execve"
+		ev.Args = []event.Argument{arg("pathname", "const char*", r.BasePath)}
 	}
 	ev.ArgsNum = len(ev.Args)
 	c.enrich(&ev, ctr)

@@ -75,6 +75,8 @@ const (
 	fentryProgEwFentryFileOpen    = "ew_fentry_file_open"
 	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
 	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
+	fentryProgEwFexitNotifyWrite  = "ew_fexit_notify_write"
+	fentryProgEwSchedProcessExec  = "ew_sched_process_exec"
 	fentryVarAnyFs                = "any_fs"
 	fentryVarEnforce              = "enforce"
 	fentryVarHostMntNs            = "host_mnt_ns"
@@ -126,6 +128,8 @@ type fentryProgramSpecs struct {
 	EwFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
 	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite  *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
+	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // fentryMapSpecs contains maps before they are loaded into the kernel.
@@ -203,6 +207,8 @@ type fentryPrograms struct {
 	EwFentryFileOpen    *ebpf.Program `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
 	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite  *ebpf.Program `ebpf:"ew_fexit_notify_write"`
+	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *fentryPrograms) Close() error {
@@ -210,6 +216,8 @@ func (p *fentryPrograms) Close() error {
 		p.EwFentryFileOpen,
 		p.EwFentryInodeRename,
 		p.EwFexitAgentWrite,
+		p.EwFexitNotifyWrite,
+		p.EwSchedProcessExec,
 	)
 }
 

@@ -37,6 +37,7 @@ const (
 	kernelEwFactEW_FACT_PATH_TRUNCATED kernelEwFact = 4
 	kernelEwFactEW_FACT_DIR_RESOLVED   kernelEwFact = 8
 	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
+	kernelEwFactEW_FACT_ENABLED        kernelEwFact = 32
 )
 
 type kernelEwKind uint32
@@ -45,6 +46,8 @@ const (
 	kernelEwKindEW_KIND_FILE_OPEN    kernelEwKind = 1
 	kernelEwKindEW_KIND_INODE_RENAME kernelEwKind = 2
 	kernelEwKindEW_KIND_AGENT_WRITE  kernelEwKind = 3
+	kernelEwKindEW_KIND_NOTIFY_WRITE kernelEwKind = 4
+	kernelEwKindEW_KIND_HELPER_EXEC  kernelEwKind = 5
 )
 
 type kernelEwRecord struct {

@@ -76,7 +76,9 @@ const (
 	kprobeProgEwKprobeAgentWrite    = "ew_kprobe_agent_write"
 	kprobeProgEwKprobeFileOpen      = "ew_kprobe_file_open"
 	kprobeProgEwKprobeInodeRename   = "ew_kprobe_inode_rename"
+	kprobeProgEwKprobeNotifyWrite   = "ew_kprobe_notify_write"
 	kprobeProgEwKretprobeAgentWrite = "ew_kretprobe_agent_write"
+	kprobeProgEwSchedProcessExec    = "ew_sched_process_exec"
 	kprobeVarAnyFs                  = "any_fs"
 	kprobeVarEnforce                = "enforce"
 	kprobeVarHostMntNs              = "host_mnt_ns"
@@ -128,7 +130,9 @@ type kprobeProgramSpecs struct {
 	EwKprobeAgentWrite    *ebpf.ProgramSpec `ebpf:"ew_kprobe_agent_write"`
 	EwKprobeFileOpen      *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename   *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeNotifyWrite   *ebpf.ProgramSpec `ebpf:"ew_kprobe_notify_write"`
 	EwKretprobeAgentWrite *ebpf.ProgramSpec `ebpf:"ew_kretprobe_agent_write"`
+	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // kprobeMapSpecs contains maps before they are loaded into the kernel.
@@ -209,7 +213,9 @@ type kprobePrograms struct {
 	EwKprobeAgentWrite    *ebpf.Program `ebpf:"ew_kprobe_agent_write"`
 	EwKprobeFileOpen      *ebpf.Program `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename   *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeNotifyWrite   *ebpf.Program `ebpf:"ew_kprobe_notify_write"`
 	EwKretprobeAgentWrite *ebpf.Program `ebpf:"ew_kretprobe_agent_write"`
+	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *kprobePrograms) Close() error {
@@ -217,7 +223,9 @@ func (p *kprobePrograms) Close() error {
 		p.EwKprobeAgentWrite,
 		p.EwKprobeFileOpen,
 		p.EwKprobeInodeRename,
+		p.EwKprobeNotifyWrite,
 		p.EwKretprobeAgentWrite,
+		p.EwSchedProcessExec,
 	)
 }
 

@@ -67,18 +67,20 @@ type lsmEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lsmMapEwAgentValues         = "ew_agent_values"
-	lsmMapEwCounters            = "ew_counters"
-	lsmMapEwEvents              = "ew_events"
-	lsmMapEwPathScratch         = "ew_path_scratch"
-	lsmMapEwRecordScratch       = "ew_record_scratch"
-	lsmProgEwLsmFexitAgentWrite = "ew_lsm_fexit_agent_write"
-	lsmProgEwLsmFileOpen        = "ew_lsm_file_open"
-	lsmProgEwLsmInodeRename     = "ew_lsm_inode_rename"
-	lsmVarAnyFs                 = "any_fs"
-	lsmVarEnforce               = "enforce"
-	lsmVarHostMntNs             = "host_mnt_ns"
-	lsmVarHostPidNs             = "host_pid_ns"
+	lsmMapEwAgentValues          = "ew_agent_values"
+	lsmMapEwCounters             = "ew_counters"
+	lsmMapEwEvents               = "ew_events"
+	lsmMapEwPathScratch          = "ew_path_scratch"
+	lsmMapEwRecordScratch        = "ew_record_scratch"
+	lsmProgEwLsmFexitAgentWrite  = "ew_lsm_fexit_agent_write"
+	lsmProgEwLsmFexitNotifyWrite = "ew_lsm_fexit_notify_write"
+	lsmProgEwLsmFileOpen         = "ew_lsm_file_open"
+	lsmProgEwLsmInodeRename      = "ew_lsm_inode_rename"
+	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
+	lsmVarAnyFs                  = "any_fs"
+	lsmVarEnforce                = "enforce"
+	lsmVarHostMntNs              = "host_mnt_ns"
+	lsmVarHostPidNs              = "host_pid_ns"
 )
 
 // loadLsm returns the embedded CollectionSpec for lsm.
@@ -123,9 +125,11 @@ type lsmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
-	EwLsmFexitAgentWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
-	EwLsmFileOpen        *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
-	EwLsmInodeRename     *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
+	EwLsmFexitAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFexitNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFileOpen         *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
+	EwLsmInodeRename      *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
+	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // lsmMapSpecs contains maps before they are loaded into the kernel.
@@ -200,16 +204,20 @@ type lsmVariables struct {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
-	EwLsmFexitAgentWrite *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
-	EwLsmFileOpen        *ebpf.Program `ebpf:"ew_lsm_file_open"`
-	EwLsmInodeRename     *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
+	EwLsmFexitAgentWrite  *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFexitNotifyWrite *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFileOpen         *ebpf.Program `ebpf:"ew_lsm_file_open"`
+	EwLsmInodeRename      *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
+	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *lsmPrograms) Close() error {
 	return _LsmClose(
 		p.EwLsmFexitAgentWrite,
+		p.EwLsmFexitNotifyWrite,
 		p.EwLsmFileOpen,
 		p.EwLsmInodeRename,
+		p.EwSchedProcessExec,
 	)
 }
 

@@ -67,17 +67,18 @@ type tracepointEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tracepointMapEwAgentValues      = "ew_agent_values"
-	tracepointMapEwCounters         = "ew_counters"
-	tracepointMapEwEvents           = "ew_events"
-	tracepointMapEwPathScratch      = "ew_path_scratch"
-	tracepointMapEwRecordScratch    = "ew_record_scratch"
-	tracepointProgEwIoUringComplete = "ew_io_uring_complete"
-	tracepointProgEwSysExit         = "ew_sys_exit"
-	tracepointVarAnyFs              = "any_fs"
-	tracepointVarEnforce            = "enforce"
-	tracepointVarHostMntNs          = "host_mnt_ns"
-	tracepointVarHostPidNs          = "host_pid_ns"
+	tracepointMapEwAgentValues       = "ew_agent_values"
+	tracepointMapEwCounters          = "ew_counters"
+	tracepointMapEwEvents            = "ew_events"
+	tracepointMapEwPathScratch       = "ew_path_scratch"
+	tracepointMapEwRecordScratch     = "ew_record_scratch"
+	tracepointProgEwIoUringComplete  = "ew_io_uring_complete"
+	tracepointProgEwSchedProcessExec = "ew_sched_process_exec"
+	tracepointProgEwSysExit          = "ew_sys_exit"
+	tracepointVarAnyFs               = "any_fs"
+	tracepointVarEnforce             = "enforce"
+	tracepointVarHostMntNs           = "host_mnt_ns"
+	tracepointVarHostPidNs           = "host_pid_ns"
 )
 
 // loadTracepoint returns the embedded CollectionSpec for tracepoint.
@@ -122,8 +123,9 @@ type tracepointSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointProgramSpecs struct {
-	EwIoUringComplete *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
-	EwSysExit         *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
+	EwIoUringComplete  *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
+	EwSchedProcessExec *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwSysExit          *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
 }
 
 // tracepointMapSpecs contains maps before they are loaded into the kernel.
@@ -198,13 +200,15 @@ type tracepointVariables struct {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointPrograms struct {
-	EwIoUringComplete *ebpf.Program `ebpf:"ew_io_uring_complete"`
-	EwSysExit         *ebpf.Program `ebpf:"ew_sys_exit"`
+	EwIoUringComplete  *ebpf.Program `ebpf:"ew_io_uring_complete"`
+	EwSchedProcessExec *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwSysExit          *ebpf.Program `ebpf:"ew_sys_exit"`
 }
 
 func (p *tracepointPrograms) Close() error {
 	return _TracepointClose(
 		p.EwIoUringComplete,
+		p.EwSchedProcessExec,
 		p.EwSysExit,
 	)
 }
