@@ -47,7 +47,8 @@ func TestPrivilegedMetricsAndHealth(t *testing.T) {
 	}
 	h := testutil.MountHierarchy(t)
 	act := runAct(t, inNamespace(triggerBin, "open", h.Agent(), "O_WRONLY")...)
-	s.waitFor(t, "the write", byPID(act.HostPID))
+	s.waitFor(t, "the open", byPID(act.HostPID))
+	s.waitFor(t, "the write", changedBy(act.HostPID))
 	_, body := httpGet(t, base+"/metrics")
 	for _, want := range []string{
 		`escapewatch_backend_info{backend="` + s.backend() + `"} 1`,
