@@ -450,6 +450,25 @@ static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s
 	return r->action;
 }
 
+/* ew_mount_option reports a release_agent mount option. value is the option's value, or with
+ * EW_FACT_MOUNT_DATA a whole mount(2) data string (user memory) for user space to parse. */
+static __always_inline void ew_mount_option(const char *value, int user, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	ew_record_head(r, EW_KIND_MOUNT_OPTION, source, ret, nr, facts);
+	r->path[0] = 0;
+	r->arg_path2[0] = 0;
+	r->base_path[0] = 0;
+	if (user)
+		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), value);
+	else
+		bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), value);
+	ew_emit(r);
+}
+
 /* ew_is_usermode_helper: the kernel starts user-mode helpers (call_usermodehelper) from a worker with
  * CLONE_PARENT, so their parent is kthreadd; no user process has that parent. */
 static __always_inline int ew_is_usermode_helper(struct task_struct *task)

@@ -88,4 +88,21 @@ static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css
 	ew_emit(r);
 }
 
+/* ew_hook_parse_param is cgroup1_parse_param(fc, param): the kernel's parser of every cgroup v1 mount option,
+ * from mount(2), fsconfig or a remount alike. */
+static __always_inline void ew_hook_parse_param(struct fs_parameter *param, __s64 ret)
+{
+	char key[EW_AGENT_LEN + 2] = {};
+	const char want[] = EW_AGENT_NAME;
+	if (bpf_probe_read_kernel_str(key, sizeof(key), BPF_CORE_READ(param, key)) != EW_AGENT_LEN + 1)
+		return;
+	for (int i = 0; i < EW_AGENT_LEN; i++)
+		if (key[i] != want[i])
+			return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ew_syscall sc;
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_mount_option(BPF_CORE_READ(param, string), 0, sc.source, ret, sc.nr, sc.facts);
+}
+
 #endif

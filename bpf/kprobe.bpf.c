@@ -65,3 +65,10 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 		ew_helper_exec(p, bprm);
 	return 0;
 }
+
+SEC("kprobe/cgroup1_parse_param")
+int BPF_KPROBE(ew_kprobe_parse_param, struct fs_context *fc, struct fs_parameter *param)
+{
+	ew_hook_parse_param(param, 0); /* at entry: whether the kernel accepts it is not known yet */
+	return 0;
+}

@@ -47,3 +47,10 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 		ew_helper_exec(p, bprm);
 	return 0;
 }
+
+SEC("fexit/cgroup1_parse_param")
+int BPF_PROG(ew_lsm_fexit_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+{
+	ew_hook_parse_param(param, ret);
+	return 0;
+}

@@ -16,6 +16,7 @@ enum ew_kind {
 	EW_KIND_AGENT_WRITE = 3,  /* a write to the real release_agent, through any file descriptor */
 	EW_KIND_NOTIFY_WRITE = 4, /* a write to a cgroup v1 notify_on_release */
 	EW_KIND_HELPER_EXEC = 5,  /* the kernel started a user-mode helper (a release agent among them) */
+	EW_KIND_MOUNT_OPTION = 6, /* release_agent given as a cgroup v1 mount option (mount, fsconfig, remount) */
 };
 
 /* Which kernel path produced the record. */
@@ -32,6 +33,7 @@ enum ew_fact {
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
 	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
 	EW_FACT_ENABLED = 1 << 5,	 /* notify write: notify_on_release is on after the write */
+	EW_FACT_MOUNT_DATA = 1 << 6,	 /* mount option: arg_path holds mount(2)'s whole data string, to parse */
 };
 
 /* What the kernel side did about the operation. */

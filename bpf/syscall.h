@@ -16,6 +16,7 @@ enum {
 	NR_COPY_FILE_RANGE = 326, NR_PWRITEV2 = 328,
 	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
 	NR32_SPLICE = 313, NR32_PWRITEV = 334, NR32_COPY_FILE_RANGE = 377, NR32_PWRITEV2 = 379,
+	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21, NR32_FSCONFIG = 431,
 };
 
 #define NR_IO_URING_ENTER 426 /* the same number in both tables */
@@ -26,6 +27,8 @@ enum ew_op {
 	EW_OP_NONE, EW_OP_OPEN, EW_OP_OPEN_AT, EW_OP_OPEN_BY_HANDLE, EW_OP_RENAME, EW_OP_RENAME_AT,
 	EW_OP_WRITE,	 /* the written descriptor is argument 0 */
 	EW_OP_WRITE_FD2, /* the written descriptor is argument 2 (splice, copy_file_range) */
+	EW_OP_MOUNT,
+	EW_OP_FSCONFIG,
 };
 
 static __always_inline enum ew_op native_op(long nr)
@@ -39,6 +42,8 @@ static __always_inline enum ew_op native_op(long nr)
 	case NR_WRITE: case NR_PWRITE64: case NR_WRITEV: case NR_SENDFILE: case NR_PWRITEV: case NR_PWRITEV2:
 		return EW_OP_WRITE;
 	case NR_SPLICE: case NR_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
+	case NR_MOUNT: return EW_OP_MOUNT;
+	case NR_FSCONFIG: return EW_OP_FSCONFIG;
 	}
 	return EW_OP_NONE;
 }
@@ -55,11 +60,12 @@ static __always_inline enum ew_op compat_op(long nr)
 	case NR32_PWRITEV: case NR32_PWRITEV2:
 		return EW_OP_WRITE;
 	case NR32_SPLICE: case NR32_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
+	case NR32_MOUNT: return EW_OP_MOUNT;
 	}
 	return EW_OP_NONE;
 }
 
-/* Syscall arguments are in the saved user registers, also at exit: the kernel only overwrites ax. */
+/* Syscall arguments 0-4 are in the saved user registers, also at exit: the kernel only overwrites ax. */
 static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, int i)
 {
 	if (compat) {
@@ -67,14 +73,16 @@ static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, i
 		case 0: return BPF_CORE_READ(regs, bx);
 		case 1: return BPF_CORE_READ(regs, cx);
 		case 2: return BPF_CORE_READ(regs, dx);
-		default: return BPF_CORE_READ(regs, si);
+		case 3: return BPF_CORE_READ(regs, si);
+		default: return BPF_CORE_READ(regs, di);
 		}
 	}
 	switch (i) {
 	case 0: return BPF_CORE_READ(regs, di);
 	case 1: return BPF_CORE_READ(regs, si);
 	case 2: return BPF_CORE_READ(regs, dx);
-	default: return BPF_CORE_READ(regs, r10);
+	case 3: return BPF_CORE_READ(regs, r10);
+	default: return BPF_CORE_READ(regs, r8);
 	}
 }
 
@@ -228,6 +236,40 @@ static __always_inline int ew_rename_names(struct ew_record *r, struct task_stru
 	if (r->arg_path2[0] != '/')
 		dir_path(task, old_dfd, r->base_path, facts);
 	return start;
+}
+
+#define EW_FSCONFIG_SET_STRING 1
+
+/* ew_user_str_is compares a user string with want (len bytes, NUL included). */
+static __always_inline int ew_user_str_is(const char *user, const char *want, int len)
+{
+	char buf[16] = {};
+	if (bpf_probe_read_user_str(buf, sizeof(buf), user) != len)
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		if (i >= len)
+			break;
+		if (buf[i] != want[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* ew_mount_syscall: a cgroup v1 mount(2) (its data string may hold release_agent=) or an fsconfig setting
+ * the key release_agent. Mounts are rare; user space parses the data. */
+static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
+{
+	if (sc->op == EW_OP_MOUNT) {
+		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
+		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);
+		if (data && ew_user_str_is(type, "cgroup", 7))
+			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
+		return;
+	}
+	if (sys_arg(sc->regs, sc->compat, 1) != EW_FSCONFIG_SET_STRING)
+		return;
+	if (ew_user_str_is((const char *)sys_arg(sc->regs, sc->compat, 2), EW_AGENT_NAME, EW_AGENT_LEN + 1))
+		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
 }
 
 #endif

@@ -69,6 +69,10 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 	case EW_OP_RENAME_AT:
 		renamed(task, &sc, ret);
 		return 0;
+	case EW_OP_MOUNT:
+	case EW_OP_FSCONFIG:
+		ew_mount_syscall(&sc, ret);
+		return 0;
 	case EW_OP_WRITE:
 	case EW_OP_WRITE_FD2: {
 		struct file *file = ew_fd_file_btf(task, (int)sys_arg(regs, sc.compat, sc.op == EW_OP_WRITE ? 0 : 2));

@@ -29,6 +29,10 @@ const (
 	// agent, modprobe, a core dump helper): pathname.
 	UsermodeHelperExec   = "usermode_helper_exec"
 	UsermodeHelperExecID = 10003
+	// ReleaseAgentMountOption is release_agent given as a cgroup v1 mount option, by mount(2), fsconfig (even
+	// for a hierarchy never attached) or a remount: value.
+	ReleaseAgentMountOption   = "release_agent_mount_option"
+	ReleaseAgentMountOptionID = 10004
 )
 
 // Origin classes. Container, ContainerInit and Host are Tracee's

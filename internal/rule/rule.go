@@ -36,7 +36,7 @@ type Rule interface {
 
 // Default returns escapewatch's built-in rules.
 func Default() []Rule {
-	return []Rule{TRC1010{}, EW1001{}, EW1003{}, NewEW1004()}
+	return []Rule{TRC1010{}, EW1001{}, EW1002{}, EW1003{}, NewEW1004()}
 }
 
 // Argument errors; a rule's error wraps one of them when an argument it

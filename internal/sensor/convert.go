@@ -17,13 +17,13 @@ import (
 var (
 	syscallNames = map[uint32]string{
 		2: "open", 85: "creat", 257: "openat", 304: "open_by_handle_at", 437: "openat2",
-		82: "rename", 264: "renameat", 316: "renameat2",
+		82: "rename", 264: "renameat", 316: "renameat2", 165: "mount", 431: "fsconfig",
 		1: "write", 18: "pwrite64", 20: "writev", 40: "sendfile", 275: "splice", 296: "pwritev", 326: "copy_file_range",
 		328: "pwritev2",
 	}
 	compatSyscallNames = map[uint32]string{
 		5: "open", 8: "creat", 295: "openat", 342: "open_by_handle_at", 437: "openat2",
-		38: "rename", 302: "renameat", 353: "renameat2",
+		38: "rename", 302: "renameat", 353: "renameat2", 21: "mount",
 		4: "write", 146: "writev", 181: "pwrite64", 187: "sendfile", 239: "sendfile64", 313: "splice", 334: "pwritev",
 		377: "copy_file_range", 379: "pwritev2",
 	}
@@ -143,6 +143,10 @@ func (c *converter) event(r *Record) event.Event {
 			arg("hierarchy", "const char*", r.BasePath),
 			arg("enabled", "bool", r.Has(kernelEwFactEW_FACT_ENABLED)),
 		}
+	case kernelEwKindEW_KIND_MOUNT_OPTION:
+		ev.EventID, ev.EventName = event.ReleaseAgentMountOptionID, event.ReleaseAgentMountOption
+		ev.ReturnValue = int(r.Ret)
+		ev.Args = []event.Argument{arg("value", "const char*", r.ArgPath)}
 	case kernelEwKindEW_KIND_HELPER_EXEC:
 		ev.EventID, ev.EventName = event.UsermodeHelperExecID, event.UsermodeHelperExec
 		ev.Syscall = "execve"

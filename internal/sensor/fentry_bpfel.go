@@ -76,6 +76,7 @@ const (
 	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
 	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
 	fentryProgEwFexitNotifyWrite  = "ew_fexit_notify_write"
+	fentryProgEwFexitParseParam   = "ew_fexit_parse_param"
 	fentryProgEwSchedProcessExec  = "ew_sched_process_exec"
 	fentryVarAnyFs                = "any_fs"
 	fentryVarEnforce              = "enforce"
@@ -129,6 +130,7 @@ type fentryProgramSpecs struct {
 	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
 	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam   *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
@@ -208,6 +210,7 @@ type fentryPrograms struct {
 	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
 	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.Program `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam   *ebpf.Program `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
@@ -217,6 +220,7 @@ func (p *fentryPrograms) Close() error {
 		p.EwFentryInodeRename,
 		p.EwFexitAgentWrite,
 		p.EwFexitNotifyWrite,
+		p.EwFexitParseParam,
 		p.EwSchedProcessExec,
 	)
 }

@@ -38,6 +38,7 @@ const (
 	kernelEwFactEW_FACT_DIR_RESOLVED   kernelEwFact = 8
 	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
 	kernelEwFactEW_FACT_ENABLED        kernelEwFact = 32
+	kernelEwFactEW_FACT_MOUNT_DATA     kernelEwFact = 64
 )
 
 type kernelEwKind uint32
@@ -48,6 +49,7 @@ const (
 	kernelEwKindEW_KIND_AGENT_WRITE  kernelEwKind = 3
 	kernelEwKindEW_KIND_NOTIFY_WRITE kernelEwKind = 4
 	kernelEwKindEW_KIND_HELPER_EXEC  kernelEwKind = 5
+	kernelEwKindEW_KIND_MOUNT_OPTION kernelEwKind = 6
 )
 
 type kernelEwRecord struct {

@@ -77,6 +77,7 @@ const (
 	kprobeProgEwKprobeFileOpen      = "ew_kprobe_file_open"
 	kprobeProgEwKprobeInodeRename   = "ew_kprobe_inode_rename"
 	kprobeProgEwKprobeNotifyWrite   = "ew_kprobe_notify_write"
+	kprobeProgEwKprobeParseParam    = "ew_kprobe_parse_param"
 	kprobeProgEwKretprobeAgentWrite = "ew_kretprobe_agent_write"
 	kprobeProgEwSchedProcessExec    = "ew_sched_process_exec"
 	kprobeVarAnyFs                  = "any_fs"
@@ -131,6 +132,7 @@ type kprobeProgramSpecs struct {
 	EwKprobeFileOpen      *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename   *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
 	EwKprobeNotifyWrite   *ebpf.ProgramSpec `ebpf:"ew_kprobe_notify_write"`
+	EwKprobeParseParam    *ebpf.ProgramSpec `ebpf:"ew_kprobe_parse_param"`
 	EwKretprobeAgentWrite *ebpf.ProgramSpec `ebpf:"ew_kretprobe_agent_write"`
 	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
@@ -214,6 +216,7 @@ type kprobePrograms struct {
 	EwKprobeFileOpen      *ebpf.Program `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename   *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
 	EwKprobeNotifyWrite   *ebpf.Program `ebpf:"ew_kprobe_notify_write"`
+	EwKprobeParseParam    *ebpf.Program `ebpf:"ew_kprobe_parse_param"`
 	EwKretprobeAgentWrite *ebpf.Program `ebpf:"ew_kretprobe_agent_write"`
 	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
@@ -224,6 +227,7 @@ func (p *kprobePrograms) Close() error {
 		p.EwKprobeFileOpen,
 		p.EwKprobeInodeRename,
 		p.EwKprobeNotifyWrite,
+		p.EwKprobeParseParam,
 		p.EwKretprobeAgentWrite,
 		p.EwSchedProcessExec,
 	)

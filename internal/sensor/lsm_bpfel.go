@@ -74,6 +74,7 @@ const (
 	lsmMapEwRecordScratch        = "ew_record_scratch"
 	lsmProgEwLsmFexitAgentWrite  = "ew_lsm_fexit_agent_write"
 	lsmProgEwLsmFexitNotifyWrite = "ew_lsm_fexit_notify_write"
+	lsmProgEwLsmFexitParseParam  = "ew_lsm_fexit_parse_param"
 	lsmProgEwLsmFileOpen         = "ew_lsm_file_open"
 	lsmProgEwLsmInodeRename      = "ew_lsm_inode_rename"
 	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
@@ -127,6 +128,7 @@ type lsmSpecs struct {
 type lsmProgramSpecs struct {
 	EwLsmFexitAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
 	EwLsmInodeRename      *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
@@ -206,6 +208,7 @@ type lsmVariables struct {
 type lsmPrograms struct {
 	EwLsmFexitAgentWrite  *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam  *ebpf.Program `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.Program `ebpf:"ew_lsm_file_open"`
 	EwLsmInodeRename      *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
@@ -215,6 +218,7 @@ func (p *lsmPrograms) Close() error {
 	return _LsmClose(
 		p.EwLsmFexitAgentWrite,
 		p.EwLsmFexitNotifyWrite,
+		p.EwLsmFexitParseParam,
 		p.EwLsmFileOpen,
 		p.EwLsmInodeRename,
 		p.EwSchedProcessExec,

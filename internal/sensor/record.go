@@ -56,7 +56,7 @@ func decodeRecord(raw []byte) (Record, error) {
 	c := (*kernelEwRecord)(unsafe.Pointer(&raw[0]))
 	switch kernelEwKind(c.Kind) {
 	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_INODE_RENAME, kernelEwKindEW_KIND_AGENT_WRITE,
-		kernelEwKindEW_KIND_NOTIFY_WRITE, kernelEwKindEW_KIND_HELPER_EXEC:
+		kernelEwKindEW_KIND_NOTIFY_WRITE, kernelEwKindEW_KIND_HELPER_EXEC, kernelEwKindEW_KIND_MOUNT_OPTION:
 	default:
 		return Record{}, fmt.Errorf("unknown record kind %d", c.Kind)
 	}

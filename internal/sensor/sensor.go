@@ -203,6 +203,14 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 		s.filtered.Add(1)
 		return
 	}
+	if r.Has(kernelEwFactEW_FACT_MOUNT_DATA) {
+		value, ok := releaseAgentOption(r.ArgPath)
+		if !ok {
+			s.filtered.Add(1) // a cgroup mount without the option
+			return
+		}
+		r.ArgPath = value
+	}
 	ev := s.conv.event(&r)
 	emit(&ev)
 }
@@ -286,6 +294,17 @@ func (s *Sensor) Close() error {
 		s.coll.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// releaseAgentOption finds release_agent=VALUE in a mount(2) data string ("none,name=x,release_agent=/p").
+// The kernel splits options at commas, so the value ends at the next one.
+func releaseAgentOption(data string) (string, bool) {
+	for _, opt := range strings.Split(data, ",") {
+		if v, ok := strings.CutPrefix(opt, "release_agent="); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func boolByte(b bool) uint8 {

@@ -85,3 +85,22 @@ func TestPrivilegedDropsAreCounted(t *testing.T) {
 		t.Errorf("%d opens: %d delivered + %d dropped: some vanished", opens, ours, st.KernelDropped)
 	}
 }
+
+func TestReleaseAgentOption(t *testing.T) {
+	tests := []struct {
+		data, want string
+		ok         bool
+	}{
+		{"none,name=x,release_agent=/p", "/p", true},
+		{"release_agent=/a/b,name=x", "/a/b", true},
+		{"release_agent=", "", true},
+		{"none,name=x", "", false},
+		{"xrelease_agent=/p", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := releaseAgentOption(tt.data); got != tt.want || ok != tt.ok {
+			t.Errorf("releaseAgentOption(%q) = %q, %v; want %q, %v", tt.data, got, ok, tt.want, tt.ok)
+		}
+	}
+}

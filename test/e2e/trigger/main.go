@@ -89,6 +89,22 @@ func act(method, path string, rest []string) error {
 		return ioUringOpen(path, false)
 	case "iouring-fixed":
 		return ioUringOpen(path, true)
+	case "fsconfig": // fsconfig PATH(ignored) NAME VALUE: a named cgroup v1 context with release_agent, never mounted
+		if len(rest) != 2 {
+			return fmt.Errorf("fsconfig needs NAME VALUE")
+		}
+		fd, err := unix.Fsopen("cgroup", unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("fsopen: %w", err)
+		}
+		defer unix.Close(fd)
+		if err := unix.FsconfigSetString(fd, "name", rest[0]); err != nil {
+			return fmt.Errorf("fsconfig name: %w", err)
+		}
+		if err := unix.FsconfigSetString(fd, "release_agent", rest[1]); err != nil {
+			return fmt.Errorf("fsconfig release_agent: %w", err)
+		}
+		return nil
 	case "stat":
 		var st unix.Stat_t
 		return unix.Stat(path, &st)

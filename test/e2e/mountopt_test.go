@@ -1,0 +1,37 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"escapewatch/internal/testutil"
+)
+
+// TestPrivilegedMountOption: release_agent given as a mount option, by mount(2) and by fsconfig on a context
+// that is never mounted, is EW-1002 with the value; no file is ever opened or written.
+func TestPrivilegedMountOption(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	s := startSensor(t)
+	name := fmt.Sprintf("ewmnt%s", randomHex(t, 6))
+	dir := filepath.Join(t.TempDir(), "cg")
+	viaMount := runAct(t, inNamespace("sh", "-c", shellAct+"mkdir -p "+dir+" && mount -t cgroup -o none,name="+name+
+		",release_agent=/mount-payload cgroup "+dir+" && umount "+dir)...)
+	viaFsconfig := runAct(t, inNamespace(triggerBin, "fsconfig", "-", name+"x", "/fsconfig-payload")...)
+	for _, c := range []struct {
+		what  string
+		pid   int
+		value string
+	}{
+		{"mount(2)", viaMount.HostPID, "/mount-payload"},
+		{"fsconfig without fsmount", viaFsconfig.HostPID, "/fsconfig-payload"},
+	} {
+		f := s.waitFor(t, c.what, func(f finding) bool {
+			// mount(8) may run the syscall in a child of the shell: match the value, then check the origin.
+			return f.SigMetadata.ID == "EW-1002" && f.Data["value"] == c.value
+		})
+		if f.Event.Origin != "namespaced" || f.Data["refused"] != false {
+			t.Errorf("%s: origin %s refused %v, want namespaced and accepted (pid %d)", c.what, f.Event.Origin, f.Data["refused"], c.pid)
+		}
+	}
+}
