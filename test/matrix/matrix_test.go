@@ -32,7 +32,7 @@ const cmdline = "lsm=lockdown,capability,landlock,bpf"
 
 // guestTools are the host programs the suite runs in the guest, copied with their libraries.
 var guestTools = []string{
-	"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/setpriv", "/usr/bin/touch",
+	"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/setpriv", "/usr/bin/touch", "/usr/bin/umount",
 }
 
 // TestPrivilegedKernelMatrix boots each kernel once per backend and runs the end-to-end suite there with
