@@ -18,14 +18,7 @@ func (EW1001) Metadata() finding.Metadata {
 		Name:        "release_agent changed",
 		EventName:   "release_agent_changed",
 		Description: "A cgroup v1 hierarchy's release_agent was written. The kernel runs that path as root on the host when a cgroup of the hierarchy with notify_on_release empties: setting it from a container or namespace is the release_agent container escape.",
-		Properties: map[string]any{
-			"Severity":             3,
-			"Category":             "privilege-escalation",
-			"Technique":            "Escape to Host",
-			"Kubernetes_Technique": "",
-			"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
-			"external_id":          "T1611",
-		},
+		Properties:  escapeToHost(3),
 	}
 }
 

@@ -18,14 +18,7 @@ func (EW1002) Metadata() finding.Metadata {
 		Name:        "release_agent set by mount option",
 		EventName:   "release_agent_mount_option",
 		Description: "A cgroup v1 hierarchy was mounted or reconfigured with the release_agent option: the kernel runs that path as root on the host when a cgroup of the hierarchy with notify_on_release empties.",
-		Properties: map[string]any{
-			"Severity":             3,
-			"Category":             "privilege-escalation",
-			"Technique":            "Escape to Host",
-			"Kubernetes_Technique": "",
-			"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
-			"external_id":          "T1611",
-		},
+		Properties:  escapeToHost(3),
 	}
 }
 

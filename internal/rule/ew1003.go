@@ -17,14 +17,7 @@ func (EW1003) Metadata() finding.Metadata {
 		Name:        "notify_on_release enabled",
 		EventName:   "notify_on_release_enabled",
 		Description: "A cgroup v1 notify_on_release was turned on. With a release_agent set, the kernel runs the agent as root on the host when that cgroup empties: the trigger of the release_agent container escape.",
-		Properties: map[string]any{
-			"Severity":             2,
-			"Category":             "privilege-escalation",
-			"Technique":            "Escape to Host",
-			"Kubernetes_Technique": "",
-			"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
-			"external_id":          "T1611",
-		},
+		Properties:  escapeToHost(2),
 	}
 }
 

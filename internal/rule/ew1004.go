@@ -42,14 +42,7 @@ func (*EW1004) Metadata() finding.Metadata {
 		Name:        "release agent executed",
 		EventName:   "release_agent_executed",
 		Description: "The kernel ran, as root on the host, a program that a container or namespaced process had written into a cgroup release_agent: the release_agent container escape succeeded.",
-		Properties: map[string]any{
-			"Severity":             4,
-			"Category":             "privilege-escalation",
-			"Technique":            "Escape to Host",
-			"Kubernetes_Technique": "",
-			"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
-			"external_id":          "T1611",
-		},
+		Properties:  escapeToHost(4),
 	}
 }
 

@@ -39,6 +39,20 @@ func Default() []Rule {
 	return []Rule{TRC1010{}, EW1001{}, EW1002{}, EW1003{}, NewEW1004()}
 }
 
+// escapeToHost is the MITRE ATT&CK classification every rule here shares (T1611, Escape to Host), with the
+// rule's severity. A new map each time: findings may change their copy (EW-1001 lowers the severity of a
+// clearing).
+func escapeToHost(severity int) map[string]any {
+	return map[string]any{
+		"Severity":             severity,
+		"Category":             "privilege-escalation",
+		"Technique":            "Escape to Host",
+		"Kubernetes_Technique": "",
+		"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
+		"external_id":          "T1611",
+	}
+}
+
 // Argument errors; a rule's error wraps one of them when an argument it
 // needs is absent (or null) or holds a value of the wrong type.
 var (

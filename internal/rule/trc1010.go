@@ -32,14 +32,7 @@ func (TRC1010) Metadata() finding.Metadata {
 		Name:        "Cgroups release agent file modification",
 		EventName:   "cgroup_release_agent",
 		Description: trc1010Description,
-		Properties: map[string]any{
-			"Severity":             3,
-			"Category":             "privilege-escalation",
-			"Technique":            "Escape to Host",
-			"Kubernetes_Technique": "",
-			"id":                   "attack-pattern--4a5b7ade-8bb5-4853-84ed-23f262002665",
-			"external_id":          "T1611",
-		},
+		Properties:  escapeToHost(3),
 	}
 }
 
