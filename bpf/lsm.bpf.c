@@ -48,9 +48,10 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 	return 0;
 }
 
-SEC("fexit/cgroup1_parse_param")
-int BPF_PROG(ew_lsm_fexit_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+/* At entry: the parser takes the value out of param (param->string = NULL) when it accepts it. */
+SEC("fentry/cgroup1_parse_param")
+int BPF_PROG(ew_lsm_fentry_parse_param, struct fs_context *fc, struct fs_parameter *param)
 {
-	ew_hook_parse_param(param, ret);
+	ew_hook_parse_param(param, 0);
 	return 0;
 }

@@ -74,9 +74,9 @@ const (
 	fentryMapEwRecordScratch      = "ew_record_scratch"
 	fentryProgEwFentryFileOpen    = "ew_fentry_file_open"
 	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
+	fentryProgEwFentryParseParam  = "ew_fentry_parse_param"
 	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
 	fentryProgEwFexitNotifyWrite  = "ew_fexit_notify_write"
-	fentryProgEwFexitParseParam   = "ew_fexit_parse_param"
 	fentryProgEwSchedProcessExec  = "ew_sched_process_exec"
 	fentryVarAnyFs                = "any_fs"
 	fentryVarEnforce              = "enforce"
@@ -128,9 +128,9 @@ type fentrySpecs struct {
 type fentryProgramSpecs struct {
 	EwFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam  *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
 	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam   *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
@@ -208,9 +208,9 @@ type fentryVariables struct {
 type fentryPrograms struct {
 	EwFentryFileOpen    *ebpf.Program `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam  *ebpf.Program `ebpf:"ew_fentry_parse_param"`
 	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.Program `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam   *ebpf.Program `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
@@ -218,9 +218,9 @@ func (p *fentryPrograms) Close() error {
 	return _FentryClose(
 		p.EwFentryFileOpen,
 		p.EwFentryInodeRename,
+		p.EwFentryParseParam,
 		p.EwFexitAgentWrite,
 		p.EwFexitNotifyWrite,
-		p.EwFexitParseParam,
 		p.EwSchedProcessExec,
 	)
 }

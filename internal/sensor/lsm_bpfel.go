@@ -72,9 +72,9 @@ const (
 	lsmMapEwEvents               = "ew_events"
 	lsmMapEwPathScratch          = "ew_path_scratch"
 	lsmMapEwRecordScratch        = "ew_record_scratch"
+	lsmProgEwLsmFentryParseParam = "ew_lsm_fentry_parse_param"
 	lsmProgEwLsmFexitAgentWrite  = "ew_lsm_fexit_agent_write"
 	lsmProgEwLsmFexitNotifyWrite = "ew_lsm_fexit_notify_write"
-	lsmProgEwLsmFexitParseParam  = "ew_lsm_fexit_parse_param"
 	lsmProgEwLsmFileOpen         = "ew_lsm_file_open"
 	lsmProgEwLsmInodeRename      = "ew_lsm_inode_rename"
 	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
@@ -126,9 +126,9 @@ type lsmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
+	EwLsmFentryParseParam *ebpf.ProgramSpec `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
-	EwLsmFexitParseParam  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
 	EwLsmInodeRename      *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
@@ -206,9 +206,9 @@ type lsmVariables struct {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
+	EwLsmFentryParseParam *ebpf.Program `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite  *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
-	EwLsmFexitParseParam  *ebpf.Program `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.Program `ebpf:"ew_lsm_file_open"`
 	EwLsmInodeRename      *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
@@ -216,9 +216,9 @@ type lsmPrograms struct {
 
 func (p *lsmPrograms) Close() error {
 	return _LsmClose(
+		p.EwLsmFentryParseParam,
 		p.EwLsmFexitAgentWrite,
 		p.EwLsmFexitNotifyWrite,
-		p.EwLsmFexitParseParam,
 		p.EwLsmFileOpen,
 		p.EwLsmInodeRename,
 		p.EwSchedProcessExec,
