@@ -239,6 +239,7 @@ static __always_inline int ew_rename_names(struct ew_record *r, struct task_stru
 }
 
 #define EW_FSCONFIG_SET_STRING 1
+#define EW_MS_REMOUNT 32
 
 /* ew_user_str_is compares a user string with want (len bytes, NUL included). */
 static __always_inline int ew_user_str_is(const char *user, const char *want, int len)
@@ -261,8 +262,11 @@ static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
 {
 	if (sc->op == EW_OP_MOUNT) {
 		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
+		unsigned long flags = sys_arg(sc->regs, sc->compat, 3);
 		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);
-		if (data && ew_user_str_is(type, "cgroup", 7))
+		/* A remount names no file system type: any remount's data goes to user space, which keeps only
+		 * release_agent= (remounts are rare). */
+		if (data && ((flags & EW_MS_REMOUNT) || ew_user_str_is(type, "cgroup", 7)))
 			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
 		return;
 	}

@@ -78,3 +78,19 @@ func checkChanged(t *testing.T, f finding, pathname, hierarchy, value, oldValue 
 		t.Errorf("oldValue %q, want %q", old, oldValue)
 	}
 }
+
+// TestPrivilegedAgentChangedWriteFamily: every write-family call into release_agent is EW-1001 with the value.
+func TestPrivilegedAgentChangedWriteFamily(t *testing.T) {
+	s := startSensor(t)
+	h := testutil.MountHierarchy(t)
+	for _, method := range []string{"writev", "pwrite", "sendfile", "splice"} {
+		t.Run(method, func(t *testing.T) {
+			value := "/" + method + "-payload"
+			act := runAct(t, inNamespace(triggerBin, method, h.Agent(), value)...)
+			f := s.waitFor(t, method, changedBy(act.HostPID))
+			if f.Data["value"] != value || f.Data["refused"] != false {
+				t.Errorf("%s: data %v, want value %s", method, f.Data, value)
+			}
+		})
+	}
+}

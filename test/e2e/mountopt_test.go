@@ -18,6 +18,10 @@ func TestPrivilegedMountOption(t *testing.T) {
 	viaMount := runAct(t, inNamespace("sh", "-c", shellAct+"mkdir -p "+dir+" && mount -t cgroup -o none,name="+name+
 		",release_agent=/mount-payload cgroup "+dir+" && umount "+dir)...)
 	viaFsconfig := runAct(t, inNamespace(triggerBin, "fsconfig", "-", name+"x", "/fsconfig-payload")...)
+	// Reconfiguring a hierarchy without child cgroups: a remount, and fspick+fsconfig.
+	h := testutil.MountHierarchy(t)
+	viaRemount := runAct(t, inNamespace("sh", "-c", shellAct+"mount -o remount,release_agent=/remount-payload "+h.Dir)...)
+	viaFspick := runAct(t, inNamespace(triggerBin, "fspick", h.Dir, h.Name, "/fspick-payload")...)
 	for _, c := range []struct {
 		what  string
 		pid   int
@@ -25,6 +29,8 @@ func TestPrivilegedMountOption(t *testing.T) {
 	}{
 		{"mount(2)", viaMount.HostPID, "/mount-payload"},
 		{"fsconfig without fsmount", viaFsconfig.HostPID, "/fsconfig-payload"},
+		{"remount", viaRemount.HostPID, "/remount-payload"},
+		{"fspick and fsconfig", viaFspick.HostPID, "/fspick-payload"},
 	} {
 		f := s.waitFor(t, c.what, func(f finding) bool {
 			// mount(8) may run the syscall in a child of the shell: match the value, then check the origin.

@@ -105,6 +105,32 @@ func act(method, path string, rest []string) error {
 			return fmt.Errorf("fsconfig release_agent: %w", err)
 		}
 		return nil
+	case "fspick": // fspick PATH NAME VALUE: reconfigure hierarchy NAME mounted at PATH with release_agent=VALUE
+		if len(rest) != 2 {
+			return fmt.Errorf("fspick needs NAME VALUE")
+		}
+		fd, err := unix.Fspick(unix.AT_FDCWD, path, unix.FSPICK_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("fspick: %w", err)
+		}
+		defer unix.Close(fd)
+		// The options the hierarchy was made with: without "none" the context asks for every controller (EBUSY),
+		// and the name may not change (EINVAL).
+		if err := unix.FsconfigSetFlag(fd, "none"); err != nil {
+			return fmt.Errorf("fsconfig none: %w", err)
+		}
+		if err := unix.FsconfigSetString(fd, "name", rest[0]); err != nil {
+			return fmt.Errorf("fsconfig name: %w", err)
+		}
+		if err := unix.FsconfigSetString(fd, "release_agent", rest[1]); err != nil {
+			return fmt.Errorf("fsconfig release_agent: %w", err)
+		}
+		return unix.FsconfigReconfigure(fd)
+	case "writev", "pwrite", "sendfile", "splice": // METHOD PATH VALUE: write VALUE into PATH that way
+		if len(rest) != 1 {
+			return fmt.Errorf("%s needs VALUE", method)
+		}
+		return writeVia(method, path, []byte(rest[0]))
 	case "stat":
 		var st unix.Stat_t
 		return unix.Stat(path, &st)
@@ -127,6 +153,44 @@ func act(method, path string, rest []string) error {
 		return unix.Renameat(unix.AT_FDCWD, path, dir, filepath.Base(rest[0]))
 	}
 	return fmt.Errorf("unknown method")
+}
+
+// writeVia writes value into path with the write-family call method names.
+func writeVia(method, path string, value []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	switch method {
+	case "writev":
+		_, err = unix.Writev(fd, [][]byte{value[:1], value[1:]})
+	case "pwrite":
+		_, err = unix.Pwrite(fd, value, 0)
+	case "splice": // from a pipe holding the value
+		var p [2]int
+		if err := unix.Pipe(p[:]); err != nil {
+			return err
+		}
+		defer unix.Close(p[0])
+		if _, err := unix.Write(p[1], value); err != nil {
+			return err
+		}
+		unix.Close(p[1])
+		_, err = unix.Splice(p[0], nil, fd, nil, len(value), 0)
+	case "sendfile": // from a temporary file holding the value
+		tmp, terr := os.CreateTemp("", "sendfile")
+		if terr != nil {
+			return terr
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		if _, err := tmp.Write(value); err != nil {
+			return err
+		}
+		_, err = unix.Sendfile(fd, int(tmp.Fd()), new(int64), len(value))
+	}
+	return err
 }
 
 func writeAndClose(fd, flags int) error {
