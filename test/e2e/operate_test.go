@@ -49,8 +49,8 @@ func TestPrivilegedMetricsAndHealth(t *testing.T) {
 	act := runAct(t, inNamespace(triggerBin, "open", h.Agent(), "O_WRONLY")...)
 	s.waitFor(t, "the open", byPID(act.HostPID))
 	s.waitFor(t, "the write", changedBy(act.HostPID))
-	_, body := httpGet(t, base+"/metrics")
-	for _, want := range []string{
+	// A finding reaches stdout a moment before its delivery is counted: scrape until the counts settle.
+	want := []string{
 		`escapewatch_backend_info{backend="` + s.backend() + `"} 1`,
 		`escapewatch_ready 1`,
 		`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`,
@@ -58,11 +58,27 @@ func TestPrivilegedMetricsAndHealth(t *testing.T) {
 		`escapewatch_kernel_records_dropped_total 0`,
 		`escapewatch_findings_total{action="alert",rule="EW-1001"} 1`,
 		`escapewatch_sink_delivered_total{sink="stdout"} 2`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %s", want)
+	}
+	var body string
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(50 * time.Millisecond) {
+		_, body = httpGet(t, base+"/metrics")
+		if missing := missingLines(body, want); len(missing) == 0 || time.Now().After(deadline) {
+			for _, m := range missing {
+				t.Errorf("/metrics lacks %s", m)
+			}
+			return
 		}
 	}
+}
+
+func missingLines(body string, want []string) []string {
+	var missing []string
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }
 
 // TestPrivilegedSelftest: selftest passes in-process and against a running sensor, and fails (exit 1, with the

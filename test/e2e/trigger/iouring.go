@@ -144,6 +144,11 @@ func ioUringOpen(path string, fixed bool) error {
 		open.FileIndex = 1 // slot 0
 	}
 	res, err := r.submit(open)
+	// A request that io_uring punts to a worker thread comes back ECANCELED when the worker cannot be started
+	// in time (seen under qemu TCG); submitting it again is what a real program would do.
+	for retry := 0; err == nil && res == -int32(unix.ECANCELED) && retry < 3; retry++ {
+		res, err = r.submit(open)
+	}
 	if err != nil {
 		return err
 	}
