@@ -420,28 +420,33 @@ static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny)
 	return EW_ACTION_KILLED;
 }
 
-/* ew_file_opened: the shared body for every hook that sees a newly opened file. Returns the action taken; a
- * hook that can deny returns -EPERM for EW_ACTION_DENIED. */
-static __always_inline __u32 ew_file_opened(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts,
-					    const char *user_path, __u32 open_only_flags, int can_deny)
+/* Opens are reported in two steps so that what only matters for a reported file (the syscall, its arguments)
+ * is read after the filter, never on the hot path of every other open.
+ * ew_open_begin returns the record of a file of interest (the syscall's number, facts and path left for the
+ * caller), or NULL. */
+static __always_inline struct ew_record *ew_open_begin(struct file *file, __u32 source, __s64 ret)
 {
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0)
-		return EW_ACTION_ALERT;
+		return NULL;
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
-		return EW_ACTION_ALERT;
-	ew_record_head(r, EW_KIND_FILE_OPEN, source, ret, nr, facts | kfacts);
+		return NULL;
+	ew_record_head(r, EW_KIND_FILE_OPEN, source, ret, 0, kfacts);
 	r->arg_path[0] = 0;
 	r->arg_path2[0] = 0;
 	r->base_path[0] = 0;
 	ew_record_file(r, file);
-	r->file_flags |= open_only_flags;
-	if (user_path)
-		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);
-	if ((kfacts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
+	return r;
+}
+
+/* ew_open_finish enforces and emits. Returns the action taken; a hook that can deny returns -EPERM for
+ * EW_ACTION_DENIED. */
+static __always_inline __u32 ew_open_finish(struct ew_record *r, struct file *file, int can_deny)
+{
+	if ((r->facts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
 		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny);
 		if (r->action == EW_ACTION_DENIED)
 			r->ret = -EW_EPERM;

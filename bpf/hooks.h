@@ -9,11 +9,15 @@
 /* ew_hook_file_open is security_file_open(file). Returns the action taken. */
 static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
 {
+	struct ew_record *r = ew_open_begin(file, EW_SOURCE_SYSCALL, 0);
+	if (!r)
+		return EW_ACTION_ALERT;
 	struct task_struct *task = bpf_get_current_task_btf(); /* bpf_task_pt_regs wants a BTF pointer */
 	struct ew_syscall sc;
 
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
-	return ew_file_opened(file, sc.source, 0, sc.nr, sc.facts, ew_open_user_path(&sc), 0, can_deny);
+	ew_open_syscall(r, &sc, 0);
+	return ew_open_finish(r, file, can_deny);
 }
 
 /* ew_hook_inode_rename is security_inode_rename(..., new_dentry, ...). The hook knows the target dentry, so the

@@ -276,4 +276,18 @@ static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
 		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
 }
 
+/* ew_open_syscall completes an open's record with the syscall it came from: number, path string, and (from the
+ * syscall-exit tracepoint, restore_flags) the open-only flags the file no longer shows. */
+static __always_inline void ew_open_syscall(struct ew_record *r, struct ew_syscall *sc, int restore_flags)
+{
+	r->source = sc->source;
+	r->syscall_nr = sc->nr;
+	r->facts |= sc->facts;
+	if (restore_flags)
+		r->file_flags |= ew_open_only_flags(sc);
+	const char *user_path = ew_open_user_path(sc);
+	if (user_path)
+		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), user_path);
+}
+
 #endif

@@ -49,10 +49,12 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 		return 0; /* the hot path: every unrelated syscall leaves here */
 
 	struct task_struct *task = bpf_get_current_task_btf();
+	int compat = task->thread_info.status & EW_TS_COMPAT;
+	if (compat)
+		op = compat_op(nr);
 	struct ew_syscall sc;
-	ew_syscall_of(task, regs, &sc);
 
-	switch (sc.op) {
+	switch (op) {
 	case EW_OP_OPEN:
 	case EW_OP_OPEN_AT:
 	case EW_OP_OPEN_BY_HANDLE: {
@@ -61,25 +63,33 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 		struct file *file = ew_fd_file_btf(task, (int)ret);
 		if (!file)
 			return 0;
-		ew_file_opened(file, EW_SOURCE_SYSCALL, ret, sc.nr, sc.facts, ew_open_user_path(&sc),
-			       ew_open_only_flags(&sc), 0);
+		struct ew_record *r = ew_open_begin(file, EW_SOURCE_SYSCALL, ret);
+		if (!r)
+			return 0;
+		ew_syscall_of(task, regs, &sc);
+		ew_open_syscall(r, &sc, 1);
+		ew_open_finish(r, file, 0);
+		return 0;
+	}
+	case EW_OP_WRITE:
+	case EW_OP_WRITE_FD2: {
+		/* Writes are the hottest calls here: the descriptor comes straight from the registers. */
+		int fd = op == EW_OP_WRITE ? (compat ? regs->bx : regs->di) : regs->dx;
+		struct file *file = ew_fd_file_btf(task, fd);
+		if (file)
+			ew_file_written(file, EW_SOURCE_SYSCALL, ret, nr, compat ? EW_FACT_COMPAT_SYSCALL : 0);
 		return 0;
 	}
 	case EW_OP_RENAME:
 	case EW_OP_RENAME_AT:
+		ew_syscall_of(task, regs, &sc);
 		renamed(task, &sc, ret);
 		return 0;
 	case EW_OP_MOUNT:
 	case EW_OP_FSCONFIG:
+		ew_syscall_of(task, regs, &sc);
 		ew_mount_syscall(&sc, ret);
 		return 0;
-	case EW_OP_WRITE:
-	case EW_OP_WRITE_FD2: {
-		struct file *file = ew_fd_file_btf(task, (int)sys_arg(regs, sc.compat, sc.op == EW_OP_WRITE ? 0 : 2));
-		if (file)
-			ew_file_written(file, EW_SOURCE_SYSCALL, ret, sc.nr, sc.facts);
-		return 0;
-	}
 	default:
 		return 0;
 	}
@@ -150,7 +160,11 @@ int ew_io_uring_complete(__u64 *ctx)
 	if (!file)
 		return 0;
 	/* The request's flags are gone by now: io_uring opens report file->f_flags only. */
-	ew_file_opened(file, EW_SOURCE_IO_URING, res, opcode, 0, NULL, 0, 0);
+	struct ew_record *r = ew_open_begin(file, EW_SOURCE_IO_URING, res);
+	if (!r)
+		return 0;
+	r->syscall_nr = opcode;
+	ew_open_finish(r, file, 0);
 	return 0;
 }
 
