@@ -49,7 +49,7 @@ func runFlags(args []string, stderr io.Writer) (config.Config, error) {
 	docker := fs.String("docker-socket", "", "Docker Engine API socket for container names and images (default /var/run/docker.sock)")
 	containerd := fs.String("containerd-socket", "", "containerd socket for container names, images and pods (default /run/containerd/containerd.sock)")
 	window := fs.Duration("aggregate-window", time.Duration(def.AggregateWindow),
-		"fold repeats of a finding (same rule, process, file) within this window into one with a count; 0 turns it off")
+		"fold repeats of a finding (same rule, process, file, value, verdict, action) within this window into one with a count; 0 turns it off")
 	if err := parseFlags(fs, args); err != nil {
 		return config.Config{}, err
 	}

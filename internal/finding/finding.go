@@ -29,7 +29,7 @@ type Finding struct {
 	Event       event.Event
 	Data        map[string]any
 	// Aggregate is escapewatch's extension, set only on a finding that stands for repeats: identical findings
-	// (same rule, process, file, action) that followed an earlier one within the aggregation window.
+	// (same rule, process, file, value, verdict, action) that followed an earlier one within the aggregation window.
 	Aggregate *Aggregate `json:",omitempty"`
 }
 

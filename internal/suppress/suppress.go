@@ -41,10 +41,18 @@ func target(ev *event.Event) string {
 	return ""
 }
 
-// key says which findings are the same: rule, process, file and action.
+// key says which findings are the same: rule, process, file, action, the value written (a new value is news
+// at once, never held back for a window) and whether the kernel refused it.
 type key struct {
-	rule, comm, file, action string
-	pid                      int
+	rule, comm, file, action, value string
+	pid                             int
+	refused                         bool
+}
+
+func keyOf(f *finding.Finding) key {
+	value, _ := f.Data["value"].(string)
+	return key{rule: f.SigMetadata.ID, comm: f.Event.ProcessName, file: target(&f.Event), action: f.Event.Action,
+		value: value, pid: f.Event.HostProcessID, refused: f.Event.ReturnValue < 0}
 }
 
 type entry struct {
@@ -72,7 +80,7 @@ func (a *Aggregator) Offer(f finding.Finding, now time.Time) bool {
 	if a.window <= 0 {
 		return true
 	}
-	k := key{f.SigMetadata.ID, f.Event.ProcessName, target(&f.Event), f.Event.Action, f.Event.HostProcessID}
+	k := keyOf(&f)
 	e, ok := a.entries[k]
 	if !ok || now.Sub(e.opened) >= a.window {
 		if ok && e.repeats > 0 {

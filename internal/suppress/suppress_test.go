@@ -62,6 +62,16 @@ func TestAggregator(t *testing.T) {
 	if !a.Offer(openFinding(1, "sh", "/b/release_agent", 6), step(6*time.Second)) {
 		t.Fatal("another file is another finding")
 	}
+	changed := openFinding(1, "sh", "/a/release_agent", 6)
+	changed.Data = map[string]any{"value": "/other"}
+	if !a.Offer(changed, step(6*time.Second)) {
+		t.Fatal("another value is another finding")
+	}
+	refused := openFinding(1, "sh", "/a/release_agent", 6)
+	refused.Event.ReturnValue = -1
+	if !a.Offer(refused, step(6*time.Second)) {
+		t.Fatal("a refused attempt is another finding")
+	}
 	if got := a.Flush(step(30*time.Second), false); len(got) != 0 {
 		t.Fatalf("window still open: got %d aggregates", len(got))
 	}
