@@ -67,11 +67,38 @@ static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s
 
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
 	struct kernfs_node *root_dir = ew_kn_parent(BPF_CORE_READ(of, kn));
-	ew_agent_written(BPF_CORE_READ(of, file), ew_cgroup_root_of(root_dir), sc.source, ret, sc.nr, sc.facts);
+	ew_agent_written(BPF_CORE_READ(of, file), ew_cgroup_root_of(root_dir), sc.source, ret, sc.nr, sc.facts,
+			 EW_ACTION_ALERT);
 }
 
-/* ew_hook_notify_write is cgroup_write_notify_on_release(css, cft, val): the kernel's handler. With the value
- * the flag takes, whatever carried the write. */
+#define EW_MAY_WRITE 0x2
+
+/* ew_hook_file_permission is security_file_permission(file, mask), attached by the lsm backend under --enforce
+ * only: a write to the real release_agent through a descriptor the writer did not open under the sensor's eye
+ * (opened before it started, or passed by another process) is refused here, before the handler runs. Returns
+ * -EPERM to refuse. Every read and write of the machine passes here, so the superblock is checked first. */
+static __always_inline int ew_hook_file_permission(struct file *file, int mask)
+{
+	if (!(mask & EW_MAY_WRITE))
+		return 0;
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	if (BPF_CORE_READ(dentry, d_sb, s_magic) != CGROUP_SUPER_MAGIC)
+		return 0;
+	int kfacts = ew_classify_dentry(dentry);
+	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (ew_enforce(task, 1) != EW_ACTION_DENIED)
+		return 0;
+	struct ew_syscall sc;
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	struct kernfs_node *root_dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
+	ew_agent_written(file, ew_cgroup_root_of(root_dir), sc.source, -EW_EPERM, sc.nr, sc.facts, EW_ACTION_DENIED);
+	return -EW_EPERM;
+}
+
+/* ew_hook_notify_write is cgroup_write_notify_on_release(css, cft, val) returning ret: the kernel's handler. With
+ * the value the flag takes, whatever carried the write. */
 static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css, __u64 val, __s64 ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -92,9 +119,19 @@ static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css
 	ew_emit(r);
 }
 
-/* ew_hook_parse_param is cgroup1_parse_param(fc, param): the kernel's parser of every cgroup v1 mount option,
- * from mount(2), fsconfig or a remount alike. */
-static __always_inline void ew_hook_parse_param(struct fs_parameter *param, __s64 ret)
+/* A release_agent mount option's value, per thread, from the parser's entry (where the value still is in
+ * param) to its exit (where the verdict is). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct ew_agent_value);
+} ew_pending_options SEC(".maps");
+
+/* ew_hook_parse_param_entry is the entry of cgroup1_parse_param(fc, param): the kernel's parser of every cgroup
+ * v1 mount option, from mount(2), fsconfig or a remount alike. It keeps a release_agent option's value, which
+ * the parser takes out of param (param->string = NULL) when it accepts it. */
+static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param)
 {
 	char key[EW_AGENT_LEN + 2] = {};
 	const char want[] = EW_AGENT_NAME;
@@ -103,10 +140,28 @@ static __always_inline void ew_hook_parse_param(struct fs_parameter *param, __s6
 	for (int i = 0; i < EW_AGENT_LEN; i++)
 		if (key[i] != want[i])
 			return;
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_probe_read_kernel_str(buf->data, EW_PATH_MAX, BPF_CORE_READ(param, string));
+	bpf_map_update_elem(&ew_pending_options, &tid, buf->data, BPF_ANY);
+}
+
+/* ew_hook_parse_param_exit reports the option kept at entry with the parser's verdict: it refuses a second
+ * release_agent, and one from outside the initial user namespace or without CAP_SYS_ADMIN. */
+static __always_inline void ew_hook_parse_param_exit(__s64 ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ew_agent_value *value = bpf_map_lookup_elem(&ew_pending_options, &tid);
+	if (!value)
+		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ew_syscall sc;
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
-	ew_mount_option(BPF_CORE_READ(param, string), 0, sc.source, ret, sc.nr, sc.facts);
+	ew_mount_option(value->v, 0, sc.source, ret, sc.nr, sc.facts);
+	bpf_map_delete_elem(&ew_pending_options, &tid);
 }
 
 #endif

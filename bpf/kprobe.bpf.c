@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* kprobe backend: for kernels with kprobes but without BPF trampolines. It cannot refuse; --enforce kills. */
 #include "hooks.h"
+#include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -49,26 +50,52 @@ int BPF_KRETPROBE(ew_kretprobe_agent_write, long ret)
 	return 0;
 }
 
+struct ew_notify_args {
+	__u64 css;
+	__u64 val;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct ew_notify_args);
+} ew_notify_write_args SEC(".maps");
+
 SEC("kprobe/cgroup_write_notify_on_release")
 int BPF_KPROBE(ew_kprobe_notify_write, struct cgroup_subsys_state *css, struct cftype *cft, __u64 val)
 {
-	ew_hook_notify_write(css, val, 0); /* at entry: the handler always succeeds for a live cgroup */
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ew_notify_args args = {.css = (__u64)css, .val = val};
+	bpf_map_update_elem(&ew_notify_write_args, &tid, &args, BPF_ANY);
 	return 0;
 }
 
-/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd; every
- * backend watches them here: execs are rare, so this costs nothing that matters. */
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+SEC("kretprobe/cgroup_write_notify_on_release")
+int BPF_KRETPROBE(ew_kretprobe_notify_write, long ret)
 {
-	if (ew_is_usermode_helper(p))
-		ew_helper_exec(p, bprm);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ew_notify_args *args = bpf_map_lookup_elem(&ew_notify_write_args, &tid);
+	if (!args)
+		return 0;
+	struct cgroup_subsys_state *css = (struct cgroup_subsys_state *)args->css;
+	__u64 val = args->val;
+	bpf_map_delete_elem(&ew_notify_write_args, &tid);
+	ew_hook_notify_write(css, val, (int)ret);
 	return 0;
 }
 
+/* The mount option parser: its value at entry, its verdict at exit. */
 SEC("kprobe/cgroup1_parse_param")
 int BPF_KPROBE(ew_kprobe_parse_param, struct fs_context *fc, struct fs_parameter *param)
 {
-	ew_hook_parse_param(param, 0); /* at entry: whether the kernel accepts it is not known yet */
+	ew_hook_parse_param_entry(param);
+	return 0;
+}
+
+SEC("kretprobe/cgroup1_parse_param")
+int BPF_KRETPROBE(ew_kretprobe_parse_param, long ret)
+{
+	ew_hook_parse_param_exit((int)ret);
 	return 0;
 }

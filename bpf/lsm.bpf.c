@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* LSM backend: BPF programs on the LSM hooks themselves, the only backend that can refuse an operation. */
 #include "hooks.h"
+#include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -38,20 +39,26 @@ int BPF_PROG(ew_lsm_fexit_notify_write, struct cgroup_subsys_state *css, struct 
 	return 0;
 }
 
-/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd; every
- * backend watches them here: execs are rare, so this costs nothing that matters. */
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	if (ew_is_usermode_helper(p))
-		ew_helper_exec(p, bprm);
-	return 0;
-}
-
-/* At entry: the parser takes the value out of param (param->string = NULL) when it accepts it. */
+/* The mount option parser: its value at entry, its verdict at exit. */
 SEC("fentry/cgroup1_parse_param")
 int BPF_PROG(ew_lsm_fentry_parse_param, struct fs_context *fc, struct fs_parameter *param)
 {
-	ew_hook_parse_param(param, 0);
+	ew_hook_parse_param_entry(param);
 	return 0;
+}
+
+SEC("fexit/cgroup1_parse_param")
+int BPF_PROG(ew_lsm_fexit_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+{
+	ew_hook_parse_param_exit(ret);
+	return 0;
+}
+
+/* Attached under --enforce only: refuses writes through descriptors whose open it did not see. */
+SEC("lsm/file_permission")
+int BPF_PROG(ew_lsm_file_permission, struct file *file, int mask, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_file_permission(file, mask);
 }

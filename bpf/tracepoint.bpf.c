@@ -3,6 +3,7 @@
  * tracepoint sees every open and rename (native and 32-bit) after the kernel resolved it, and one on io_uring
  * completions sees opens that never pass through a syscall. */
 #include "syscall.h"
+#include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -165,15 +166,5 @@ int ew_io_uring_complete(__u64 *ctx)
 		return 0;
 	r->syscall_nr = opcode;
 	ew_open_finish(r, file, 0);
-	return 0;
-}
-
-/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd; every
- * backend watches them here: execs are rare, so this costs nothing that matters. */
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	if (ew_is_usermode_helper(p))
-		ew_helper_exec(p, bprm);
 	return 0;
 }

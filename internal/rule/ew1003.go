@@ -26,7 +26,8 @@ func (EW1003) Selectors() []Selector {
 	return []Selector{{EventName: event.NotifyOnReleaseChanged, Origin: event.OriginContainer}}
 }
 
-// OnEvent fires when the flag is on after the write (turning it off is not a threat).
+// OnEvent fires when the flag is on after the write (turning it off is not a threat). Data says whether the
+// kernel refused the write: then the flag was on already.
 func (r EW1003) OnEvent(ev *event.Event) (*finding.Finding, error) {
 	a, ok := ev.Arg("enabled")
 	if !ok || a.Value == nil {
@@ -40,5 +41,6 @@ func (r EW1003) OnEvent(ev *event.Event) (*finding.Finding, error) {
 		return nil, nil
 	}
 	hierarchy, _ := stringArg(ev, "hierarchy")
-	return &finding.Finding{SigMetadata: r.Metadata(), Event: *ev, Data: map[string]any{"hierarchy": hierarchy}}, nil
+	return &finding.Finding{SigMetadata: r.Metadata(), Event: *ev,
+		Data: map[string]any{"hierarchy": hierarchy, "refused": ev.ReturnValue < 0}}, nil
 }

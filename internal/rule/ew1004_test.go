@@ -7,30 +7,6 @@ import (
 	"escapewatch/internal/event"
 )
 
-func TestEW1003(t *testing.T) {
-	tests := []struct {
-		name    string
-		enabled any
-		fires   bool
-		wantErr bool
-	}{
-		{"enabled", true, true, false},
-		{"disabled", false, false, false},
-		{"missing", nil, false, true},
-		{"mistyped", "1", false, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ev := event.Event{EventName: event.NotifyOnReleaseChanged, Args: []event.Argument{
-				arg("hierarchy", "const char*", "x"), arg("enabled", "bool", tt.enabled)}}
-			f, err := EW1003{}.OnEvent(&ev)
-			if (err != nil) != tt.wantErr || (f != nil) != tt.fires {
-				t.Fatalf("finding %v error %v; want fires=%v err=%v", f, err, tt.fires, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestEW1004(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := NewEW1004()
@@ -77,31 +53,5 @@ func TestEW1004(t *testing.T) {
 	now = now.Add(DefaultAgentWindow + time.Second)
 	if exec("/payload") {
 		t.Error("a write older than the window must not be linked")
-	}
-}
-
-func TestEW1002(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		ev      event.Event
-		refused any
-		wantErr bool
-	}{
-		{"accepted", event.Event{EventName: event.ReleaseAgentMountOption, Args: []event.Argument{arg("value", "const char*", "/p")}}, false, false},
-		{"refused", event.Event{EventName: event.ReleaseAgentMountOption, ReturnValue: -1, Args: []event.Argument{arg("value", "const char*", "/p")}}, true, false},
-		{"missing value", event.Event{EventName: event.ReleaseAgentMountOption}, nil, true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := EW1002{}.OnEvent(&tt.ev)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatal("want an error")
-				}
-				return
-			}
-			if err != nil || f.Data["value"] != "/p" || f.Data["refused"] != tt.refused {
-				t.Fatalf("finding %v error %v", f, err)
-			}
-		})
 	}
 }

@@ -35,7 +35,19 @@ type hook struct {
 	prog   string // program name in the object
 	point  string // where it attaches, for logs and errors
 	attach func(*ebpf.Program) (link.Link, error)
+	// enforceOnly hooks attach only under --enforce: they sit on paths every read and write of the machine takes.
+	enforceOnly bool
 }
+
+// lifecycleHooks are in every backend's object (bpf/lifecycle.h).
+var lifecycleHooks = []hook{
+	{prog: "ew_sched_process_exec", point: "tp_btf/sched_process_exec", attach: attachTracing},
+	{prog: "ew_cgroup_setup_root", point: "tp_btf/cgroup_setup_root", attach: attachTracing},
+	{prog: "ew_cgroup_remount", point: "tp_btf/cgroup_remount", attach: attachTracing},
+	{prog: "ew_cgroup_destroy_root", point: "tp_btf/cgroup_destroy_root", attach: attachTracing},
+}
+
+func withLifecycle(hooks ...hook) []hook { return append(hooks, lifecycleHooks...) }
 
 func attachTracing(p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p})
@@ -45,26 +57,29 @@ func attachLSM(p *ebpf.Program) (link.Link, error) {
 	return link.AttachLSM(link.LSMOptions{Program: p})
 }
 
-func attachKprobe(symbol string) func(*ebpf.Program) (link.Link, error) {
-	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(symbol, p, nil) }
-}
-
-func attachKretprobe(symbol string) func(*ebpf.Program) (link.Link, error) {
-	return func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }
+// kprobeHook is program prog on the entry of kernel function symbol, or on its return.
+func kprobeHook(prog, symbol string, ret bool) hook {
+	if ret {
+		return hook{prog: prog, point: "kretprobe/" + symbol,
+			attach: func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }}
+	}
+	return hook{prog: prog, point: "kprobe/" + symbol,
+		attach: func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(symbol, p, nil) }}
 }
 
 var backends = []backend{
 	{
 		name: BackendLSM,
 		spec: loadLsm,
-		hooks: []hook{
-			{"ew_lsm_file_open", "lsm/file_open", attachLSM},
-			{"ew_lsm_inode_rename", "lsm/inode_rename", attachLSM},
-			{"ew_lsm_fexit_agent_write", "fexit/cgroup_release_agent_write", attachTracing},
-			{"ew_lsm_fexit_notify_write", "fexit/cgroup_write_notify_on_release", attachTracing},
-			{"ew_lsm_fentry_parse_param", "fentry/cgroup1_parse_param", attachTracing},
-			{"ew_sched_process_exec", "tp_btf/sched_process_exec", attachTracing},
-		},
+		hooks: withLifecycle(
+			hook{prog: "ew_lsm_file_open", point: "lsm/file_open", attach: attachLSM},
+			hook{prog: "ew_lsm_inode_rename", point: "lsm/inode_rename", attach: attachLSM},
+			hook{prog: "ew_lsm_file_permission", point: "lsm/file_permission", attach: attachLSM, enforceOnly: true},
+			hook{prog: "ew_lsm_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
+			hook{prog: "ew_lsm_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
+			hook{prog: "ew_lsm_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
+			hook{prog: "ew_lsm_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
+		),
 		canDeny:   true,
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
 		preflight: bpfLSMActive,
@@ -72,38 +87,38 @@ var backends = []backend{
 	{
 		name: BackendFentry,
 		spec: loadFentry,
-		hooks: []hook{
-			{"ew_fentry_file_open", "fentry/security_file_open", attachTracing},
-			{"ew_fentry_inode_rename", "fentry/security_inode_rename", attachTracing},
-			{"ew_fexit_agent_write", "fexit/cgroup_release_agent_write", attachTracing},
-			{"ew_fexit_notify_write", "fexit/cgroup_write_notify_on_release", attachTracing},
-			{"ew_fentry_parse_param", "fentry/cgroup1_parse_param", attachTracing},
-			{"ew_sched_process_exec", "tp_btf/sched_process_exec", attachTracing},
-		},
+		hooks: withLifecycle(
+			hook{prog: "ew_fentry_file_open", point: "fentry/security_file_open", attach: attachTracing},
+			hook{prog: "ew_fentry_inode_rename", point: "fentry/security_inode_rename", attach: attachTracing},
+			hook{prog: "ew_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
+			hook{prog: "ew_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
+			hook{prog: "ew_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
+			hook{prog: "ew_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
+		),
 		needs: "BPF trampolines (fentry): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.5 or later",
 	},
 	{
 		name: BackendKprobe,
 		spec: loadKprobe,
-		hooks: []hook{
-			{"ew_kprobe_file_open", "kprobe/security_file_open", attachKprobe("security_file_open")},
-			{"ew_kprobe_inode_rename", "kprobe/security_inode_rename", attachKprobe("security_inode_rename")},
-			{"ew_kprobe_agent_write", "kprobe/cgroup_release_agent_write", attachKprobe("cgroup_release_agent_write")},
-			{"ew_kretprobe_agent_write", "kretprobe/cgroup_release_agent_write", attachKretprobe("cgroup_release_agent_write")},
-			{"ew_kprobe_notify_write", "kprobe/cgroup_write_notify_on_release", attachKprobe("cgroup_write_notify_on_release")},
-			{"ew_kprobe_parse_param", "kprobe/cgroup1_parse_param", attachKprobe("cgroup1_parse_param")},
-			{"ew_sched_process_exec", "tp_btf/sched_process_exec", attachTracing},
-		},
+		hooks: withLifecycle(
+			kprobeHook("ew_kprobe_file_open", "security_file_open", false),
+			kprobeHook("ew_kprobe_inode_rename", "security_inode_rename", false),
+			kprobeHook("ew_kprobe_agent_write", "cgroup_release_agent_write", false),
+			kprobeHook("ew_kretprobe_agent_write", "cgroup_release_agent_write", true),
+			kprobeHook("ew_kprobe_notify_write", "cgroup_write_notify_on_release", false),
+			kprobeHook("ew_kretprobe_notify_write", "cgroup_write_notify_on_release", true),
+			kprobeHook("ew_kprobe_parse_param", "cgroup1_parse_param", false),
+			kprobeHook("ew_kretprobe_parse_param", "cgroup1_parse_param", true),
+		),
 		needs: "kprobes: CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
 	},
 	{
 		name: BackendTracepoint,
 		spec: loadTracepoint,
-		hooks: []hook{
-			{"ew_sys_exit", "tp_btf/sys_exit", attachTracing},
-			{"ew_io_uring_complete", "tp_btf/io_uring_complete", attachTracing},
-			{"ew_sched_process_exec", "tp_btf/sched_process_exec", attachTracing},
-		},
+		hooks: withLifecycle(
+			hook{prog: "ew_sys_exit", point: "tp_btf/sys_exit", attach: attachTracing},
+			hook{prog: "ew_io_uring_complete", point: "tp_btf/io_uring_complete", attach: attachTracing},
+		),
 		needs: "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and kernel 5.17 or later (bpf_loop)",
 	},
 }

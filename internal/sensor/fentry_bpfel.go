@@ -71,12 +71,17 @@ const (
 	fentryMapEwCounters           = "ew_counters"
 	fentryMapEwEvents             = "ew_events"
 	fentryMapEwPathScratch        = "ew_path_scratch"
+	fentryMapEwPendingOptions     = "ew_pending_options"
 	fentryMapEwRecordScratch      = "ew_record_scratch"
+	fentryProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
+	fentryProgEwCgroupRemount     = "ew_cgroup_remount"
+	fentryProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
 	fentryProgEwFentryFileOpen    = "ew_fentry_file_open"
 	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
 	fentryProgEwFentryParseParam  = "ew_fentry_parse_param"
 	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
 	fentryProgEwFexitNotifyWrite  = "ew_fexit_notify_write"
+	fentryProgEwFexitParseParam   = "ew_fexit_parse_param"
 	fentryProgEwSchedProcessExec  = "ew_sched_process_exec"
 	fentryVarAnyFs                = "any_fs"
 	fentryVarEnforce              = "enforce"
@@ -126,11 +131,15 @@ type fentrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryProgramSpecs struct {
+	EwCgroupDestroyRoot *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount     *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
 	EwFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
 	EwFentryParseParam  *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
 	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam   *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
@@ -138,11 +147,12 @@ type fentryProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryMapSpecs struct {
-	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
+	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
 
 // fentryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,11 +185,12 @@ func (o *fentryObjects) Close() error {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryMaps struct {
-	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
-	EwEvents        *ebpf.Map `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
+	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *fentryMaps) Close() error {
@@ -188,6 +199,7 @@ func (m *fentryMaps) Close() error {
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,
+		m.EwPendingOptions,
 		m.EwRecordScratch,
 	)
 }
@@ -206,21 +218,29 @@ type fentryVariables struct {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryPrograms struct {
+	EwCgroupDestroyRoot *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount     *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot   *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
 	EwFentryFileOpen    *ebpf.Program `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
 	EwFentryParseParam  *ebpf.Program `ebpf:"ew_fentry_parse_param"`
 	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
 	EwFexitNotifyWrite  *ebpf.Program `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam   *ebpf.Program `ebpf:"ew_fexit_parse_param"`
 	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *fentryPrograms) Close() error {
 	return _FentryClose(
+		p.EwCgroupDestroyRoot,
+		p.EwCgroupRemount,
+		p.EwCgroupSetupRoot,
 		p.EwFentryFileOpen,
 		p.EwFentryInodeRename,
 		p.EwFentryParseParam,
 		p.EwFexitAgentWrite,
 		p.EwFexitNotifyWrite,
+		p.EwFexitParseParam,
 		p.EwSchedProcessExec,
 	)
 }

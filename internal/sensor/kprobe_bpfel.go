@@ -18,6 +18,12 @@ type kprobeEwAgentValue struct {
 	V [4096]int8
 }
 
+type kprobeEwNotifyArgs struct {
+	_   structs.HostLayout
+	Css uint64
+	Val uint64
+}
+
 type kprobeEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -67,23 +73,30 @@ type kprobeEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kprobeMapEwAgentValues          = "ew_agent_values"
-	kprobeMapEwAgentWriteArgs       = "ew_agent_write_args"
-	kprobeMapEwCounters             = "ew_counters"
-	kprobeMapEwEvents               = "ew_events"
-	kprobeMapEwPathScratch          = "ew_path_scratch"
-	kprobeMapEwRecordScratch        = "ew_record_scratch"
-	kprobeProgEwKprobeAgentWrite    = "ew_kprobe_agent_write"
-	kprobeProgEwKprobeFileOpen      = "ew_kprobe_file_open"
-	kprobeProgEwKprobeInodeRename   = "ew_kprobe_inode_rename"
-	kprobeProgEwKprobeNotifyWrite   = "ew_kprobe_notify_write"
-	kprobeProgEwKprobeParseParam    = "ew_kprobe_parse_param"
-	kprobeProgEwKretprobeAgentWrite = "ew_kretprobe_agent_write"
-	kprobeProgEwSchedProcessExec    = "ew_sched_process_exec"
-	kprobeVarAnyFs                  = "any_fs"
-	kprobeVarEnforce                = "enforce"
-	kprobeVarHostMntNs              = "host_mnt_ns"
-	kprobeVarHostPidNs              = "host_pid_ns"
+	kprobeMapEwAgentValues           = "ew_agent_values"
+	kprobeMapEwAgentWriteArgs        = "ew_agent_write_args"
+	kprobeMapEwCounters              = "ew_counters"
+	kprobeMapEwEvents                = "ew_events"
+	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
+	kprobeMapEwPathScratch           = "ew_path_scratch"
+	kprobeMapEwPendingOptions        = "ew_pending_options"
+	kprobeMapEwRecordScratch         = "ew_record_scratch"
+	kprobeProgEwCgroupDestroyRoot    = "ew_cgroup_destroy_root"
+	kprobeProgEwCgroupRemount        = "ew_cgroup_remount"
+	kprobeProgEwCgroupSetupRoot      = "ew_cgroup_setup_root"
+	kprobeProgEwKprobeAgentWrite     = "ew_kprobe_agent_write"
+	kprobeProgEwKprobeFileOpen       = "ew_kprobe_file_open"
+	kprobeProgEwKprobeInodeRename    = "ew_kprobe_inode_rename"
+	kprobeProgEwKprobeNotifyWrite    = "ew_kprobe_notify_write"
+	kprobeProgEwKprobeParseParam     = "ew_kprobe_parse_param"
+	kprobeProgEwKretprobeAgentWrite  = "ew_kretprobe_agent_write"
+	kprobeProgEwKretprobeNotifyWrite = "ew_kretprobe_notify_write"
+	kprobeProgEwKretprobeParseParam  = "ew_kretprobe_parse_param"
+	kprobeProgEwSchedProcessExec     = "ew_sched_process_exec"
+	kprobeVarAnyFs                   = "any_fs"
+	kprobeVarEnforce                 = "enforce"
+	kprobeVarHostMntNs               = "host_mnt_ns"
+	kprobeVarHostPidNs               = "host_pid_ns"
 )
 
 // loadKprobe returns the embedded CollectionSpec for kprobe.
@@ -128,25 +141,32 @@ type kprobeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeProgramSpecs struct {
-	EwKprobeAgentWrite    *ebpf.ProgramSpec `ebpf:"ew_kprobe_agent_write"`
-	EwKprobeFileOpen      *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
-	EwKprobeInodeRename   *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
-	EwKprobeNotifyWrite   *ebpf.ProgramSpec `ebpf:"ew_kprobe_notify_write"`
-	EwKprobeParseParam    *ebpf.ProgramSpec `ebpf:"ew_kprobe_parse_param"`
-	EwKretprobeAgentWrite *ebpf.ProgramSpec `ebpf:"ew_kretprobe_agent_write"`
-	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot    *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount        *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot      *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwKprobeAgentWrite     *ebpf.ProgramSpec `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeFileOpen       *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
+	EwKprobeInodeRename    *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeNotifyWrite    *ebpf.ProgramSpec `ebpf:"ew_kprobe_notify_write"`
+	EwKprobeParseParam     *ebpf.ProgramSpec `ebpf:"ew_kprobe_parse_param"`
+	EwKretprobeAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_kretprobe_agent_write"`
+	EwKretprobeNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_kretprobe_notify_write"`
+	EwKretprobeParseParam  *ebpf.ProgramSpec `ebpf:"ew_kretprobe_parse_param"`
+	EwSchedProcessExec     *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // kprobeMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeMapSpecs struct {
-	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
-	EwAgentWriteArgs *ebpf.MapSpec `ebpf:"ew_agent_write_args"`
-	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
-	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwAgentValues     *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwAgentWriteArgs  *ebpf.MapSpec `ebpf:"ew_agent_write_args"`
+	EwCounters        *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
+	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
+	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwPendingOptions  *ebpf.MapSpec `ebpf:"ew_pending_options"`
+	EwRecordScratch   *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
 
 // kprobeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -179,12 +199,14 @@ func (o *kprobeObjects) Close() error {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobeMaps struct {
-	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
-	EwAgentWriteArgs *ebpf.Map `ebpf:"ew_agent_write_args"`
-	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
-	EwEvents         *ebpf.Map `ebpf:"ew_events"`
-	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwAgentValues     *ebpf.Map `ebpf:"ew_agent_values"`
+	EwAgentWriteArgs  *ebpf.Map `ebpf:"ew_agent_write_args"`
+	EwCounters        *ebpf.Map `ebpf:"ew_counters"`
+	EwEvents          *ebpf.Map `ebpf:"ew_events"`
+	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
+	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwPendingOptions  *ebpf.Map `ebpf:"ew_pending_options"`
+	EwRecordScratch   *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *kprobeMaps) Close() error {
@@ -193,7 +215,9 @@ func (m *kprobeMaps) Close() error {
 		m.EwAgentWriteArgs,
 		m.EwCounters,
 		m.EwEvents,
+		m.EwNotifyWriteArgs,
 		m.EwPathScratch,
+		m.EwPendingOptions,
 		m.EwRecordScratch,
 	)
 }
@@ -212,23 +236,33 @@ type kprobeVariables struct {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobePrograms struct {
-	EwKprobeAgentWrite    *ebpf.Program `ebpf:"ew_kprobe_agent_write"`
-	EwKprobeFileOpen      *ebpf.Program `ebpf:"ew_kprobe_file_open"`
-	EwKprobeInodeRename   *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
-	EwKprobeNotifyWrite   *ebpf.Program `ebpf:"ew_kprobe_notify_write"`
-	EwKprobeParseParam    *ebpf.Program `ebpf:"ew_kprobe_parse_param"`
-	EwKretprobeAgentWrite *ebpf.Program `ebpf:"ew_kretprobe_agent_write"`
-	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot    *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount        *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot      *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwKprobeAgentWrite     *ebpf.Program `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeFileOpen       *ebpf.Program `ebpf:"ew_kprobe_file_open"`
+	EwKprobeInodeRename    *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
+	EwKprobeNotifyWrite    *ebpf.Program `ebpf:"ew_kprobe_notify_write"`
+	EwKprobeParseParam     *ebpf.Program `ebpf:"ew_kprobe_parse_param"`
+	EwKretprobeAgentWrite  *ebpf.Program `ebpf:"ew_kretprobe_agent_write"`
+	EwKretprobeNotifyWrite *ebpf.Program `ebpf:"ew_kretprobe_notify_write"`
+	EwKretprobeParseParam  *ebpf.Program `ebpf:"ew_kretprobe_parse_param"`
+	EwSchedProcessExec     *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *kprobePrograms) Close() error {
 	return _KprobeClose(
+		p.EwCgroupDestroyRoot,
+		p.EwCgroupRemount,
+		p.EwCgroupSetupRoot,
 		p.EwKprobeAgentWrite,
 		p.EwKprobeFileOpen,
 		p.EwKprobeInodeRename,
 		p.EwKprobeNotifyWrite,
 		p.EwKprobeParseParam,
 		p.EwKretprobeAgentWrite,
+		p.EwKretprobeNotifyWrite,
+		p.EwKretprobeParseParam,
 		p.EwSchedProcessExec,
 	)
 }

@@ -71,11 +71,17 @@ const (
 	lsmMapEwCounters             = "ew_counters"
 	lsmMapEwEvents               = "ew_events"
 	lsmMapEwPathScratch          = "ew_path_scratch"
+	lsmMapEwPendingOptions       = "ew_pending_options"
 	lsmMapEwRecordScratch        = "ew_record_scratch"
+	lsmProgEwCgroupDestroyRoot   = "ew_cgroup_destroy_root"
+	lsmProgEwCgroupRemount       = "ew_cgroup_remount"
+	lsmProgEwCgroupSetupRoot     = "ew_cgroup_setup_root"
 	lsmProgEwLsmFentryParseParam = "ew_lsm_fentry_parse_param"
 	lsmProgEwLsmFexitAgentWrite  = "ew_lsm_fexit_agent_write"
 	lsmProgEwLsmFexitNotifyWrite = "ew_lsm_fexit_notify_write"
+	lsmProgEwLsmFexitParseParam  = "ew_lsm_fexit_parse_param"
 	lsmProgEwLsmFileOpen         = "ew_lsm_file_open"
+	lsmProgEwLsmFilePermission   = "ew_lsm_file_permission"
 	lsmProgEwLsmInodeRename      = "ew_lsm_inode_rename"
 	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
 	lsmVarAnyFs                  = "any_fs"
@@ -126,10 +132,15 @@ type lsmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
+	EwCgroupDestroyRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount       *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot     *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
 	EwLsmFentryParseParam *ebpf.ProgramSpec `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
+	EwLsmFilePermission   *ebpf.ProgramSpec `ebpf:"ew_lsm_file_permission"`
 	EwLsmInodeRename      *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
@@ -138,11 +149,12 @@ type lsmProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmMapSpecs struct {
-	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
+	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
 
 // lsmVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,11 +187,12 @@ func (o *lsmObjects) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmMaps struct {
-	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
-	EwEvents        *ebpf.Map `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
+	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *lsmMaps) Close() error {
@@ -188,6 +201,7 @@ func (m *lsmMaps) Close() error {
 		m.EwCounters,
 		m.EwEvents,
 		m.EwPathScratch,
+		m.EwPendingOptions,
 		m.EwRecordScratch,
 	)
 }
@@ -206,20 +220,30 @@ type lsmVariables struct {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
+	EwCgroupDestroyRoot   *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount       *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot     *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
 	EwLsmFentryParseParam *ebpf.Program `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite  *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam  *ebpf.Program `ebpf:"ew_lsm_fexit_parse_param"`
 	EwLsmFileOpen         *ebpf.Program `ebpf:"ew_lsm_file_open"`
+	EwLsmFilePermission   *ebpf.Program `ebpf:"ew_lsm_file_permission"`
 	EwLsmInodeRename      *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
 	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *lsmPrograms) Close() error {
 	return _LsmClose(
+		p.EwCgroupDestroyRoot,
+		p.EwCgroupRemount,
+		p.EwCgroupSetupRoot,
 		p.EwLsmFentryParseParam,
 		p.EwLsmFexitAgentWrite,
 		p.EwLsmFexitNotifyWrite,
+		p.EwLsmFexitParseParam,
 		p.EwLsmFileOpen,
+		p.EwLsmFilePermission,
 		p.EwLsmInodeRename,
 		p.EwSchedProcessExec,
 	)

@@ -50,6 +50,7 @@ type Sensor struct {
 	reader   *ringbuf.Reader
 	conv     *converter
 	anyFS    bool
+	enforce  bool
 	log      *slog.Logger
 
 	records      atomic.Uint64 // records read from the ring buffer
@@ -139,7 +140,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		return nil, fmt.Errorf("%w: load: %w", errNotAvailable, err)
 	}
 	s := &Sensor{
-		backend: b, coll: coll, conv: conv, anyFS: cfg.AnyFS, log: log,
+		backend: b, coll: coll, conv: conv, anyFS: cfg.AnyFS, enforce: cfg.Enforce, log: log,
 		events: coll.Maps["ew_events"], counters: coll.Maps["ew_counters"],
 	}
 	if err := s.attach(); err != nil {
@@ -149,6 +150,12 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	if s.reader, err = ringbuf.NewReader(s.events); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open the ring buffer: %w", err)
+	}
+	// After attaching, so that no write falls between reading a value and watching for the next.
+	if n, err := seedAgentValues(coll.Maps["ew_agent_values"], "/proc"); err != nil {
+		log.Warn("release_agent values of the existing hierarchies unknown: their first change reports no old value", "err", err)
+	} else {
+		log.Debug("release_agent values of the existing hierarchies read", "hierarchies", n)
 	}
 	return s, nil
 }
@@ -162,10 +169,21 @@ func (s *Sensor) CanDeny() bool { return s.backend.canDeny }
 // Programs lists the hooks the programs attach to, for the startup log.
 func (s *Sensor) Programs() []string {
 	var points []string
-	for _, h := range s.backend.hooks {
+	for _, h := range s.hooks() {
 		points = append(points, h.point)
 	}
 	return points
+}
+
+// hooks are the backend's hooks this configuration attaches.
+func (s *Sensor) hooks() []hook {
+	var hooks []hook
+	for _, h := range s.backend.hooks {
+		if !h.enforceOnly || s.enforce {
+			hooks = append(hooks, h)
+		}
+	}
+	return hooks
 }
 
 // Run delivers events until ctx is cancelled. Then it detaches the programs, so nothing new arrives, delivers
@@ -262,7 +280,7 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 func (s *Sensor) attach() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, h := range s.backend.hooks {
+	for _, h := range s.hooks() {
 		l, err := h.attach(s.coll.Programs[h.prog])
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", h.point, err)

@@ -67,18 +67,21 @@ type tracepointEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tracepointMapEwAgentValues       = "ew_agent_values"
-	tracepointMapEwCounters          = "ew_counters"
-	tracepointMapEwEvents            = "ew_events"
-	tracepointMapEwPathScratch       = "ew_path_scratch"
-	tracepointMapEwRecordScratch     = "ew_record_scratch"
-	tracepointProgEwIoUringComplete  = "ew_io_uring_complete"
-	tracepointProgEwSchedProcessExec = "ew_sched_process_exec"
-	tracepointProgEwSysExit          = "ew_sys_exit"
-	tracepointVarAnyFs               = "any_fs"
-	tracepointVarEnforce             = "enforce"
-	tracepointVarHostMntNs           = "host_mnt_ns"
-	tracepointVarHostPidNs           = "host_pid_ns"
+	tracepointMapEwAgentValues        = "ew_agent_values"
+	tracepointMapEwCounters           = "ew_counters"
+	tracepointMapEwEvents             = "ew_events"
+	tracepointMapEwPathScratch        = "ew_path_scratch"
+	tracepointMapEwRecordScratch      = "ew_record_scratch"
+	tracepointProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
+	tracepointProgEwCgroupRemount     = "ew_cgroup_remount"
+	tracepointProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
+	tracepointProgEwIoUringComplete   = "ew_io_uring_complete"
+	tracepointProgEwSchedProcessExec  = "ew_sched_process_exec"
+	tracepointProgEwSysExit           = "ew_sys_exit"
+	tracepointVarAnyFs                = "any_fs"
+	tracepointVarEnforce              = "enforce"
+	tracepointVarHostMntNs            = "host_mnt_ns"
+	tracepointVarHostPidNs            = "host_pid_ns"
 )
 
 // loadTracepoint returns the embedded CollectionSpec for tracepoint.
@@ -123,9 +126,12 @@ type tracepointSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointProgramSpecs struct {
-	EwIoUringComplete  *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
-	EwSchedProcessExec *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
-	EwSysExit          *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
+	EwCgroupDestroyRoot *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount     *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwIoUringComplete   *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
+	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwSysExit           *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
 }
 
 // tracepointMapSpecs contains maps before they are loaded into the kernel.
@@ -200,13 +206,19 @@ type tracepointVariables struct {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointPrograms struct {
-	EwIoUringComplete  *ebpf.Program `ebpf:"ew_io_uring_complete"`
-	EwSchedProcessExec *ebpf.Program `ebpf:"ew_sched_process_exec"`
-	EwSysExit          *ebpf.Program `ebpf:"ew_sys_exit"`
+	EwCgroupDestroyRoot *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount     *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot   *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwIoUringComplete   *ebpf.Program `ebpf:"ew_io_uring_complete"`
+	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwSysExit           *ebpf.Program `ebpf:"ew_sys_exit"`
 }
 
 func (p *tracepointPrograms) Close() error {
 	return _TracepointClose(
+		p.EwCgroupDestroyRoot,
+		p.EwCgroupRemount,
+		p.EwCgroupSetupRoot,
 		p.EwIoUringComplete,
 		p.EwSchedProcessExec,
 		p.EwSysExit,

@@ -51,9 +51,20 @@ func MountHierarchy(t testing.TB) Hierarchy {
 // hierarchy, and the test still cleans it up.
 func MountNamedHierarchy(t testing.TB, name string) Hierarchy {
 	t.Helper()
+	return mountHierarchy(t, name, "")
+}
+
+// MountHierarchyWithAgent is MountHierarchy with release_agent=agent given as a mount option.
+func MountHierarchyWithAgent(t testing.TB, agent string) Hierarchy {
+	t.Helper()
+	return mountHierarchy(t, fmt.Sprintf("ewtest%d_%d", os.Getpid(), hierarchySeq.Add(1)), ",release_agent="+agent)
+}
+
+func mountHierarchy(t testing.TB, name, extraOptions string) Hierarchy {
+	t.Helper()
 	RequirePrivileged(t)
 	h := Hierarchy{Name: name, Dir: t.TempDir()}
-	if err := unix.Mount("cgroup", h.Dir, "cgroup", 0, "none,name="+h.Name); err != nil {
+	if err := unix.Mount("cgroup", h.Dir, "cgroup", 0, "none,name="+h.Name+extraOptions); err != nil {
 		t.Fatalf("mount a private cgroup v1 hierarchy (needs a kernel with cgroup v1): %v", err)
 	}
 	t.Cleanup(func() {

@@ -88,3 +88,45 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 		t.Errorf("the namespaced escape's release agent ran (%s exists) despite --enforce", blocked)
 	}
 }
+
+// TestPrivilegedEnforceEarlyDescriptor: under --enforce, a namespaced process that opened release_agent before
+// the sensor started, and writes through that descriptor after, is stopped too. The lsm backend refuses the
+// write itself (lsm/file_permission), so the value stays; the others can only kill the writer once the
+// handler ran, so the value is stored and the finding says the process was killed.
+func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; read go; echo /early-enforced >&3 && echo written")
+	early := exec.Command(argv[0], argv[1:]...)
+	stdin, err := early.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	early.Stdout = &out
+	if err := early.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(out.String(), "\n") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	act := parseActor(t, out.String())
+
+	s := startSensor(t, "--enforce")
+	stdin.Write([]byte("go\n"))
+	err = early.Wait()
+	f := s.waitFor(t, "the write through an early descriptor", changedBy(act.HostPID))
+	stored, _ := os.ReadFile(h.Agent())
+	if s.backend() == "lsm" {
+		if err == nil || strings.Contains(out.String(), "written") || f.Event.Action != event.ActionDenied ||
+			f.Data["refused"] != true || strings.TrimSpace(string(stored)) != "" {
+			t.Errorf("lsm: writer %v output %q, finding action %q refused %v, release_agent %q; want the write refused "+
+				"with EPERM, action denied, the value unchanged", err, out.String(), f.Event.Action, f.Data["refused"], stored)
+		}
+		return
+	}
+	if f.Event.Action != event.ActionKilled || f.Data["value"] != "/early-enforced" || strings.Contains(out.String(), "written") {
+		t.Errorf("%s: writer %v output %q, finding action %q value %v; want the writer killed after the write, action killed",
+			s.backend(), err, out.String(), f.Event.Action, f.Data["value"])
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"escapewatch/internal/testutil"
@@ -38,6 +39,30 @@ func TestPrivilegedMountOption(t *testing.T) {
 		})
 		if f.Event.Origin != "namespaced" || f.Data["refused"] != false {
 			t.Errorf("%s: origin %s refused %v, want namespaced and accepted (pid %d)", c.what, f.Event.Origin, f.Data["refused"], c.pid)
+		}
+	}
+}
+
+// TestPrivilegedMountOptionRefused: the kernel refuses a second release_agent on the same mount context. Both
+// options are reported, the second marked refused: attempts are visible even when they fail.
+func TestPrivilegedMountOptionRefused(t *testing.T) {
+	s := startSensor(t)
+	name := fmt.Sprintf("ewref%s", randomHex(t, 6))
+	out, stderr := runExpectFailure(t, inNamespace(triggerBin, "fsconfig", "-", name, "/first-payload", "/second-payload")...)
+	if !strings.Contains(stderr, "release_agent=/second-payload") {
+		t.Fatalf("want the second release_agent refused, got: %s", stderr)
+	}
+	act := parseActor(t, out)
+	for _, c := range []struct {
+		value   string
+		refused bool
+	}{{"/first-payload", false}, {"/second-payload", true}} {
+		f := s.waitFor(t, c.value, func(f finding) bool {
+			return f.SigMetadata.ID == "EW-1002" && f.Data["value"] == c.value
+		})
+		if f.Data["refused"] != c.refused || f.Event.HostProcessID != act.HostPID || (f.Event.ReturnValue < 0) != c.refused {
+			t.Errorf("%s: refused %v returnValue %d pid %d; want refused %v, pid %d",
+				c.value, f.Data["refused"], f.Event.ReturnValue, f.Event.HostProcessID, c.refused, act.HostPID)
 		}
 	}
 }

@@ -33,6 +33,7 @@ const cmdline = "lsm=lockdown,capability,landlock,bpf"
 // guestTools are the host programs the suite runs in the guest, copied with their libraries.
 var guestTools = []string{
 	"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/python3", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/setpriv", "/usr/bin/touch", "/usr/bin/umount",
+	"/usr/bin/tee", "/usr/bin/dd", "/usr/bin/cp",
 }
 
 // TestPrivilegedKernelMatrix boots each kernel once per backend and runs the end-to-end suite there with
@@ -76,9 +77,31 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 				} else if !strings.Contains(string(res.Output), "\nPASS") {
 					t.Errorf("exit 0 but no PASS in the guest's output:\n%s", res.Output)
 				}
+				passed, skipped := guestResults(string(res.Output))
+				t.Logf("%s/%s: %d tests passed in the guest, %d skipped %s", k.Name, b, len(passed), len(skipped), skipped)
+				if os.Getenv("ESCAPEWATCH_MATRIX_VERBOSE") != "" {
+					t.Logf("guest output:\n%s", res.Output)
+				}
 			})
 		}
 	}
+}
+
+// guestResults lists the tests (and subtests) that passed and skipped in go test -v output.
+func guestResults(out string) (passed, skipped []string) {
+	for _, line := range strings.Split(out, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 3 {
+			continue
+		}
+		switch fields[0] + " " + fields[1] {
+		case "--- PASS:":
+			passed = append(passed, fields[2])
+		case "--- SKIP:":
+			skipped = append(skipped, fields[2])
+		}
+	}
+	return passed, skipped
 }
 
 // TestKernelMatrixBench runs the benchmarks of internal/sensor in the VM with each backend (with -vmbench; see

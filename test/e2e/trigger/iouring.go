@@ -170,3 +170,30 @@ func ioUringOpen(path string, fixed bool) error {
 	}
 	return nil
 }
+
+// ioUringWrite writes value into path with IORING_OP_WRITE on a descriptor from open(2): no write-family
+// syscall touches the file.
+func ioUringWrite(path string, value []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	r, err := newRing()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(r.fd)
+	write := sqe{Opcode: opWrite, Fd: int32(fd), Addr: ptr(value), Len: uint32(len(value)), Off: ^uint64(0)}
+	res, err := r.submit(write)
+	for retry := 0; err == nil && res == -int32(unix.ECANCELED) && retry < 3; retry++ {
+		res, err = r.submit(write)
+	}
+	if err != nil {
+		return err
+	}
+	if res < 0 {
+		return fmt.Errorf("IORING_OP_WRITE: %w", unix.Errno(-res))
+	}
+	return nil
+}

@@ -89,9 +89,9 @@ func act(method, path string, rest []string) error {
 		return ioUringOpen(path, false)
 	case "iouring-fixed":
 		return ioUringOpen(path, true)
-	case "fsconfig": // fsconfig PATH(ignored) NAME VALUE: a named cgroup v1 context with release_agent, never mounted
-		if len(rest) != 2 {
-			return fmt.Errorf("fsconfig needs NAME VALUE")
+	case "fsconfig": // fsconfig PATH(ignored) NAME VALUE...: a named cgroup v1 context with release_agent, never mounted
+		if len(rest) < 2 {
+			return fmt.Errorf("fsconfig needs NAME VALUE...")
 		}
 		fd, err := unix.Fsopen("cgroup", unix.FSOPEN_CLOEXEC)
 		if err != nil {
@@ -101,10 +101,18 @@ func act(method, path string, rest []string) error {
 		if err := unix.FsconfigSetString(fd, "name", rest[0]); err != nil {
 			return fmt.Errorf("fsconfig name: %w", err)
 		}
-		if err := unix.FsconfigSetString(fd, "release_agent", rest[1]); err != nil {
-			return fmt.Errorf("fsconfig release_agent: %w", err)
+		for _, value := range rest[1:] { // the kernel refuses a second value
+			if err := unix.FsconfigSetString(fd, "release_agent", value); err != nil {
+				return fmt.Errorf("fsconfig release_agent=%s: %w", value, err)
+			}
 		}
 		return nil
+	case "fsmount": // fsmount PATH(ignored) NAME VALUE: write VALUE into the release_agent of a new hierarchy NAME
+		// mounted with fsmount and never attached anywhere: no path names the file
+		if len(rest) != 2 {
+			return fmt.Errorf("fsmount needs NAME VALUE")
+		}
+		return writeDetached(rest[0], []byte(rest[1]))
 	case "fspick": // fspick PATH NAME VALUE: reconfigure hierarchy NAME mounted at PATH with release_agent=VALUE
 		if len(rest) != 2 {
 			return fmt.Errorf("fspick needs NAME VALUE")
@@ -126,7 +134,17 @@ func act(method, path string, rest []string) error {
 			return fmt.Errorf("fsconfig release_agent: %w", err)
 		}
 		return unix.FsconfigReconfigure(fd)
-	case "writev", "pwrite", "sendfile", "splice": // METHOD PATH VALUE: write VALUE into PATH that way
+	case "iouring-write": // iouring-write PATH VALUE: open(2) PATH, write VALUE with IORING_OP_WRITE
+		if len(rest) != 1 {
+			return fmt.Errorf("iouring-write needs VALUE")
+		}
+		return ioUringWrite(path, []byte(rest[0]))
+	case "recvfd": // recvfd SOCKET VALUE: write VALUE through a descriptor received on the unix socket SOCKET
+		if len(rest) != 1 {
+			return fmt.Errorf("recvfd needs VALUE")
+		}
+		return writeReceived(path, []byte(rest[0]))
+	case "writev", "pwrite", "pwritev2", "sendfile", "splice", "copy_file_range": // METHOD PATH VALUE: write VALUE into PATH that way
 		if len(rest) != 1 {
 			return fmt.Errorf("%s needs VALUE", method)
 		}
@@ -167,6 +185,15 @@ func writeVia(method, path string, value []byte) error {
 		_, err = unix.Writev(fd, [][]byte{value[:1], value[1:]})
 	case "pwrite":
 		_, err = unix.Pwrite(fd, value, 0)
+	case "pwritev2":
+		_, err = unix.Pwritev2(fd, [][]byte{value}, 0, unix.RWF_SYNC)
+	case "copy_file_range": // from a temporary file holding the value, on another filesystem
+		tmp, terr := valueFile(value)
+		if terr != nil {
+			return terr
+		}
+		defer tmp.Close()
+		_, err = unix.CopyFileRange(int(tmp.Fd()), nil, fd, nil, len(value), 0)
 	case "splice": // from a pipe holding the value
 		var p [2]int
 		if err := unix.Pipe(p[:]); err != nil {
@@ -179,17 +206,91 @@ func writeVia(method, path string, value []byte) error {
 		unix.Close(p[1])
 		_, err = unix.Splice(p[0], nil, fd, nil, len(value), 0)
 	case "sendfile": // from a temporary file holding the value
-		tmp, terr := os.CreateTemp("", "sendfile")
+		tmp, terr := valueFile(value)
 		if terr != nil {
 			return terr
 		}
-		defer os.Remove(tmp.Name())
 		defer tmp.Close()
-		if _, err := tmp.Write(value); err != nil {
-			return err
-		}
 		_, err = unix.Sendfile(fd, int(tmp.Fd()), new(int64), len(value))
 	}
+	return err
+}
+
+// valueFile is an unlinked temporary file holding value, read from its start.
+func valueFile(value []byte) (*os.File, error) {
+	tmp, err := os.CreateTemp("", "value")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(tmp.Name())
+	if _, err := tmp.Write(value); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if _, err := tmp.Seek(0, 0); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	return tmp, nil
+}
+
+// writeDetached creates hierarchy name with fsopen/fsconfig/fsmount, leaves the mount detached, and writes
+// value into its release_agent relative to the mount's descriptor.
+func writeDetached(name string, value []byte) error {
+	fd, err := unix.Fsopen("cgroup", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.FsconfigSetFlag(fd, "none"); err != nil {
+		return fmt.Errorf("fsconfig none: %w", err)
+	}
+	if err := unix.FsconfigSetString(fd, "name", name); err != nil {
+		return fmt.Errorf("fsconfig name: %w", err)
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("fsconfig create: %w", err)
+	}
+	mnt, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mnt)
+	agent, err := unix.Openat(mnt, "release_agent", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open release_agent in the detached mount: %w", err)
+	}
+	defer unix.Close(agent)
+	_, err = unix.Write(agent, value)
+	return err
+}
+
+// writeReceived connects to the unix socket at path, receives one descriptor (SCM_RIGHTS) and writes value
+// through it: the writer never opens the file.
+func writeReceived(path string, value []byte) error {
+	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(sock)
+	if err := unix.Connect(sock, &unix.SockaddrUnix{Name: path}); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("recvmsg: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fmt.Errorf("no descriptor received (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return fmt.Errorf("no descriptor received (%v)", err)
+	}
+	defer unix.Close(fds[0])
+	_, err = unix.Write(fds[0], value)
 	return err
 }
 

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Programs every backend carries: tp_btf tracepoints exist on every kernel the sensor supports, and the events
+ * behind them (an exec by a user-mode helper, a hierarchy's creation, remount or end) are rare, so they cost
+ * nothing that matters. Included once by each backend's object. */
+#ifndef EW_LIFECYCLE_H
+#define EW_LIFECYCLE_H
+
+#include "common.h"
+
+/* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (ew_is_usermode_helper(p))
+		ew_helper_exec(p, bprm);
+	return 0;
+}
+
+/* A new hierarchy: its release_agent is empty or the mount option's value. */
+SEC("tp_btf/cgroup_setup_root")
+int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
+{
+	ew_agent_value_stored(root);
+	return 0;
+}
+
+/* A remount may have set release_agent: the tracepoint comes after the new options are in place. */
+SEC("tp_btf/cgroup_remount")
+int BPF_PROG(ew_cgroup_remount, struct cgroup_root *root)
+{
+	ew_agent_value_stored(root);
+	return 0;
+}
+
+/* The hierarchy's ID is free for the next one. */
+SEC("tp_btf/cgroup_destroy_root")
+int BPF_PROG(ew_cgroup_destroy_root, struct cgroup_root *root)
+{
+	__u32 id = BPF_CORE_READ(root, hierarchy_id);
+	bpf_map_delete_elem(&ew_agent_values, &id);
+	return 0;
+}
+
+#endif
