@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* fentry backend: BPF trampolines at the entry of the security hooks. It cannot refuse; --enforce kills. */
+/* fentry backend: BPF trampolines at the entry of the security hooks. Under --enforce the same hooks are taken
+ * with fmod_ret instead, which may return an error in the hook's place: the kernel allows that for every
+ * security_* function, so this backend refuses as the lsm one does, without the bpf LSM being active. */
 #include "hooks.h"
 #include "lifecycle.h"
 
@@ -18,6 +20,31 @@ int BPF_PROG(ew_fentry_inode_rename, struct inode *old_dir, struct dentry *old_d
 {
 	ew_hook_inode_rename(old_dentry, new_dentry, 0);
 	return 0;
+}
+
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(ew_fmodret_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
+}
+
+SEC("fmod_ret/security_inode_rename")
+int BPF_PROG(ew_fmodret_inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+	     struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_inode_rename(old_dentry, new_dentry, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
+}
+
+SEC("fmod_ret/security_file_permission")
+int BPF_PROG(ew_fmodret_file_permission, struct file *file, int mask, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_file_permission(file, mask);
 }
 
 /* Every write to a release_agent ends in this handler: after it, the hierarchy holds the new value. */

@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"escapewatch/internal/config"
@@ -35,7 +37,7 @@ func runFlags(args []string, stderr io.Writer) (config.Config, error) {
 	backend := fs.String("backend", def.Backend,
 		"kernel hooks to use: "+strings.Join(sensor.BackendNames(), ", ")+" (auto picks the best the kernel offers)")
 	enforce := fs.Bool("enforce", false,
-		"stop writes to the real release_agent by processes outside the host's namespaces: denied (lsm) or killed (other backends)")
+		"stop writes to the real release_agent by processes outside the host's namespaces: denied (lsm, fentry) or killed (kprobe, tracepoint)")
 	scope := fs.String("scope", strings.Join(def.Scope, ","),
 		"origins that may raise findings: comma-separated container, container-init, namespaced, host, or all")
 	anyFS := fs.Bool("any-fs", false,
@@ -173,6 +175,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		agg: suppress.NewAggregator(time.Duration(cfg.AggregateWindow)),
 	}
 	var wg sync.WaitGroup
+	wg.Go(func() { reopenOnHangup(ctx, out, log) })
 	wg.Go(func() { s.ReportDrops(ctx, 10*time.Second) })
 	wg.Go(func() { p.flushAggregates(ctx) })
 	err = s.Run(ctx, p.event)
@@ -183,6 +186,27 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return p.err()
+}
+
+// reopenOnHangup reopens the output file on each SIGHUP until ctx ends: log rotators rename the file, then send
+// SIGHUP. A daemon must not die of a hangup, so SIGHUP is caught even without an output file.
+func reopenOnHangup(ctx context.Context, out *output.Dispatcher, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			n, err := out.Reopen()
+			if err != nil {
+				log.Error("SIGHUP: reopen the output file", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: output files reopened", "files", n)
+		}
+	}
 }
 
 func sensorStat(s *sensor.Sensor) sensor.Stats {
@@ -207,7 +231,8 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 		if format == "" {
 			format = output.DefaultFormat(f)
 		}
-		colour = format == "table" && output.DefaultFormat(f) == "table"
+		// Colours only on a terminal, and never when NO_COLOR is set to anything (no-color.org).
+		colour = format == "table" && output.DefaultFormat(f) == "table" && os.Getenv("NO_COLOR") == ""
 	}
 	if format == "" {
 		format = "json"

@@ -2,7 +2,11 @@ package output
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -52,4 +56,45 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// MaxRetryAfter bounds how long a receiver's Retry-After may hold findings back: a receiver asking for hours
+// (or a broken one) must not silence a security sensor.
+const MaxRetryAfter = 5 * time.Minute
+
+// retryAfterError is a retryable failure whose receiver said when to come back (HTTP 429 or 503 with
+// Retry-After).
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// retryDelay is the wait before retry number retry after err: the backoff, or the receiver's Retry-After when
+// that is longer (at most MaxRetryAfter).
+func retryDelay(b Backoff, retry int, err error) time.Duration {
+	d := b.Delay(retry)
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		d = max(d, min(ra.after, MaxRetryAfter))
+	}
+	return d
+}
+
+// parseRetryAfter reads a Retry-After header: delay seconds or an HTTP date (RFC 9110, 10.2.3).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(secs) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(0, t.Sub(now)), true
 }

@@ -184,7 +184,7 @@ func (d *Dispatcher) run(r *route) {
 				return // Close gave up; the entry stays for the next start
 			}
 			retry++
-			delay := d.backoff.Delay(retry)
+			delay := retryDelay(d.backoff, retry, err)
 			n, _ := r.spool.Len()
 			d.log.Warn("output delivery failed, will retry", "sink", r.sink.Name(), "err", err,
 				"retry", retry, "in", delay.Round(time.Millisecond), "spool_entries", n)
@@ -270,6 +270,22 @@ func (d *Dispatcher) logDrop(r *route, msg string, err error) {
 	if unlogged, ok := r.dropLog.allow(); ok {
 		d.log.Error(msg, "sink", r.sink.Name(), "err", err, "dropped_total", r.dropped.Load(), "unlogged", unlogged)
 	}
+}
+
+// Reopen reopens every sink that writes to a file (log rotation: SIGHUP) and returns how many it reopened.
+func (d *Dispatcher) Reopen() (int, error) {
+	n := 0
+	var errs []error
+	for _, r := range d.routes {
+		if ro, ok := r.sink.(interface{ Reopen() error }); ok {
+			if err := ro.Reopen(); err != nil {
+				errs = append(errs, fmt.Errorf("reopen %s: %w", r.sink.Name(), err))
+				continue
+			}
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // Stats is each sink's state, direct sinks first, in the order of the Options.

@@ -93,7 +93,7 @@ func (w *Webhook) Deliver(ctx context.Context, _ finding.Finding, line []byte) e
 	body := bytes.TrimSuffix(line, []byte("\n"))
 	var err error
 	for attempt := 0; attempt <= w.opts.MaxRetries; attempt++ {
-		if attempt > 0 && !sleep(ctx, w.opts.Backoff.Delay(attempt)) {
+		if attempt > 0 && !sleep(ctx, retryDelay(w.opts.Backoff, attempt, err)) {
 			return fmt.Errorf("%w (gave up waiting to retry: %w)", err, ctx.Err())
 		}
 		if err = w.post(ctx, body); err == nil || IsPermanent(err) {
@@ -137,6 +137,9 @@ func statusError(resp *http.Response, snippet []byte) error {
 	case code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
 		return Permanent(fmt.Errorf("%w: the receiver refused this finding (check the URL and the token)", err))
 	default: // 5xx, 408, 429: the receiver is down or busy
+		if after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return &retryAfterError{err: fmt.Errorf("%w (Retry-After %s)", err, after), after: after}
+		}
 		return err
 	}
 }

@@ -2,9 +2,11 @@ package output
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -233,5 +235,59 @@ func TestWebhookTokenNotLogged(t *testing.T) {
 	closeNow(t, d, time.Second)
 	if out := logs.String(); !strings.Contains(out, "HTTP 401") || strings.Contains(out, "do-not-log-me") {
 		t.Errorf("logs %q: want the refusal logged without the token", out)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		header string
+		want   time.Duration
+		ok     bool
+	}{
+		{"3", 3 * time.Second, true},
+		{" 0 ", 0, true},
+		{"Sat, 28 Nov 2026 12:00:30 GMT", 30 * time.Second, true},
+		{"Sat, 28 Nov 2026 11:00:00 GMT", 0, true}, // in the past: retry now
+		{"", 0, false},
+		{"-1", 0, false},
+		{"soon", 0, false},
+	} {
+		got, ok := parseRetryAfter(tt.header, now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseRetryAfter(%q) = %s, %v; want %s, %v", tt.header, got, ok, tt.want, tt.ok)
+		}
+	}
+	if d := retryDelay(fast, 1, &retryAfterError{err: errors.New("busy"), after: time.Hour}); d != MaxRetryAfter {
+		t.Errorf("a Retry-After of an hour waits %s, want the cap %s", d, MaxRetryAfter)
+	}
+}
+
+// A receiver that answers 429 with Retry-After is not asked again before that time, even though the backoff
+// alone would retry at once.
+func TestWebhookHonoursRetryAfter(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		times = append(times, time.Now())
+		if len(times) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	}))
+	defer srv.Close()
+	wh, err := NewWebhook(WebhookOptions{URL: srv.URL, MaxRetries: 1, Backoff: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Deliver(t.Context(), numbered(0), []byte(`{"Data":{"n":0}}`)); err != nil {
+		t.Fatalf("the retry after Retry-After should succeed: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 2 || times[1].Sub(times[0]) < time.Second {
+		t.Errorf("requests at %v; want two, the second at least 1s after the first", times)
 	}
 }

@@ -25,7 +25,7 @@ type backend struct {
 	name    string
 	spec    func() (*ebpf.CollectionSpec, error)
 	hooks   []hook
-	canDeny bool   // refuses operations itself; the others kill the process under --enforce
+	canDeny bool   // refuses operations itself under --enforce; the others kill the process
 	needs   string // what the kernel must offer, and how to get it: the fix in the error when it is missing
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
 	preflight func() error
@@ -35,9 +35,17 @@ type hook struct {
 	prog   string // program name in the object
 	point  string // where it attaches, for logs and errors
 	attach func(*ebpf.Program) (link.Link, error)
-	// enforceOnly hooks attach only under --enforce: they sit on paths every read and write of the machine takes.
-	enforceOnly bool
+	when   attachWhen
 }
+
+// attachWhen says under which --enforce setting a hook attaches.
+type attachWhen int
+
+const (
+	always       attachWhen = iota
+	enforcing               // refusing hooks, and hooks on paths every read and write of the machine takes
+	notEnforcing            // observe-only twins of the refusing hooks
+)
 
 // lifecycleHooks are in every backend's object (bpf/lifecycle.h).
 var lifecycleHooks = []hook{
@@ -74,7 +82,7 @@ var backends = []backend{
 		hooks: withLifecycle(
 			hook{prog: "ew_lsm_file_open", point: "lsm/file_open", attach: attachLSM},
 			hook{prog: "ew_lsm_inode_rename", point: "lsm/inode_rename", attach: attachLSM},
-			hook{prog: "ew_lsm_file_permission", point: "lsm/file_permission", attach: attachLSM, enforceOnly: true},
+			hook{prog: "ew_lsm_file_permission", point: "lsm/file_permission", attach: attachLSM, when: enforcing},
 			hook{prog: "ew_lsm_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
 			hook{prog: "ew_lsm_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
 			hook{prog: "ew_lsm_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
@@ -88,14 +96,18 @@ var backends = []backend{
 		name: BackendFentry,
 		spec: loadFentry,
 		hooks: withLifecycle(
-			hook{prog: "ew_fentry_file_open", point: "fentry/security_file_open", attach: attachTracing},
-			hook{prog: "ew_fentry_inode_rename", point: "fentry/security_inode_rename", attach: attachTracing},
+			hook{prog: "ew_fentry_file_open", point: "fentry/security_file_open", attach: attachTracing, when: notEnforcing},
+			hook{prog: "ew_fentry_inode_rename", point: "fentry/security_inode_rename", attach: attachTracing, when: notEnforcing},
+			hook{prog: "ew_fmodret_file_open", point: "fmod_ret/security_file_open", attach: attachTracing, when: enforcing},
+			hook{prog: "ew_fmodret_inode_rename", point: "fmod_ret/security_inode_rename", attach: attachTracing, when: enforcing},
+			hook{prog: "ew_fmodret_file_permission", point: "fmod_ret/security_file_permission", attach: attachTracing, when: enforcing},
 			hook{prog: "ew_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
 			hook{prog: "ew_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
 			hook{prog: "ew_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
 			hook{prog: "ew_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
 		),
-		needs: "BPF trampolines (fentry): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.5 or later",
+		canDeny: true,
+		needs:   "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
 	},
 	{
 		name: BackendKprobe,

@@ -67,26 +67,29 @@ type fentryEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fentryMapEwAgentValues        = "ew_agent_values"
-	fentryMapEwCounters           = "ew_counters"
-	fentryMapEwEvents             = "ew_events"
-	fentryMapEwPathScratch        = "ew_path_scratch"
-	fentryMapEwPendingOptions     = "ew_pending_options"
-	fentryMapEwRecordScratch      = "ew_record_scratch"
-	fentryProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
-	fentryProgEwCgroupRemount     = "ew_cgroup_remount"
-	fentryProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
-	fentryProgEwFentryFileOpen    = "ew_fentry_file_open"
-	fentryProgEwFentryInodeRename = "ew_fentry_inode_rename"
-	fentryProgEwFentryParseParam  = "ew_fentry_parse_param"
-	fentryProgEwFexitAgentWrite   = "ew_fexit_agent_write"
-	fentryProgEwFexitNotifyWrite  = "ew_fexit_notify_write"
-	fentryProgEwFexitParseParam   = "ew_fexit_parse_param"
-	fentryProgEwSchedProcessExec  = "ew_sched_process_exec"
-	fentryVarAnyFs                = "any_fs"
-	fentryVarEnforce              = "enforce"
-	fentryVarHostMntNs            = "host_mnt_ns"
-	fentryVarHostPidNs            = "host_pid_ns"
+	fentryMapEwAgentValues            = "ew_agent_values"
+	fentryMapEwCounters               = "ew_counters"
+	fentryMapEwEvents                 = "ew_events"
+	fentryMapEwPathScratch            = "ew_path_scratch"
+	fentryMapEwPendingOptions         = "ew_pending_options"
+	fentryMapEwRecordScratch          = "ew_record_scratch"
+	fentryProgEwCgroupDestroyRoot     = "ew_cgroup_destroy_root"
+	fentryProgEwCgroupRemount         = "ew_cgroup_remount"
+	fentryProgEwCgroupSetupRoot       = "ew_cgroup_setup_root"
+	fentryProgEwFentryFileOpen        = "ew_fentry_file_open"
+	fentryProgEwFentryInodeRename     = "ew_fentry_inode_rename"
+	fentryProgEwFentryParseParam      = "ew_fentry_parse_param"
+	fentryProgEwFexitAgentWrite       = "ew_fexit_agent_write"
+	fentryProgEwFexitNotifyWrite      = "ew_fexit_notify_write"
+	fentryProgEwFexitParseParam       = "ew_fexit_parse_param"
+	fentryProgEwFmodretFileOpen       = "ew_fmodret_file_open"
+	fentryProgEwFmodretFilePermission = "ew_fmodret_file_permission"
+	fentryProgEwFmodretInodeRename    = "ew_fmodret_inode_rename"
+	fentryProgEwSchedProcessExec      = "ew_sched_process_exec"
+	fentryVarAnyFs                    = "any_fs"
+	fentryVarEnforce                  = "enforce"
+	fentryVarHostMntNs                = "host_mnt_ns"
+	fentryVarHostPidNs                = "host_pid_ns"
 )
 
 // loadFentry returns the embedded CollectionSpec for fentry.
@@ -131,16 +134,19 @@ type fentrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryProgramSpecs struct {
-	EwCgroupDestroyRoot *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount     *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
-	EwFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
-	EwFentryInodeRename *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
-	EwFentryParseParam  *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
-	EwFexitAgentWrite   *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
-	EwFexitNotifyWrite  *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam   *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
-	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot     *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount         *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot       *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwFentryFileOpen        *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
+	EwFentryInodeRename     *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam      *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
+	EwFexitAgentWrite       *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite      *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam       *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
+	EwFmodretFileOpen       *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_open"`
+	EwFmodretFilePermission *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_permission"`
+	EwFmodretInodeRename    *ebpf.ProgramSpec `ebpf:"ew_fmodret_inode_rename"`
+	EwSchedProcessExec      *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // fentryMapSpecs contains maps before they are loaded into the kernel.
@@ -218,16 +224,19 @@ type fentryVariables struct {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryPrograms struct {
-	EwCgroupDestroyRoot *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount     *ebpf.Program `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot   *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
-	EwFentryFileOpen    *ebpf.Program `ebpf:"ew_fentry_file_open"`
-	EwFentryInodeRename *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
-	EwFentryParseParam  *ebpf.Program `ebpf:"ew_fentry_parse_param"`
-	EwFexitAgentWrite   *ebpf.Program `ebpf:"ew_fexit_agent_write"`
-	EwFexitNotifyWrite  *ebpf.Program `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam   *ebpf.Program `ebpf:"ew_fexit_parse_param"`
-	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot     *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount         *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot       *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwFentryFileOpen        *ebpf.Program `ebpf:"ew_fentry_file_open"`
+	EwFentryInodeRename     *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam      *ebpf.Program `ebpf:"ew_fentry_parse_param"`
+	EwFexitAgentWrite       *ebpf.Program `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite      *ebpf.Program `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam       *ebpf.Program `ebpf:"ew_fexit_parse_param"`
+	EwFmodretFileOpen       *ebpf.Program `ebpf:"ew_fmodret_file_open"`
+	EwFmodretFilePermission *ebpf.Program `ebpf:"ew_fmodret_file_permission"`
+	EwFmodretInodeRename    *ebpf.Program `ebpf:"ew_fmodret_inode_rename"`
+	EwSchedProcessExec      *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *fentryPrograms) Close() error {
@@ -241,6 +250,9 @@ func (p *fentryPrograms) Close() error {
 		p.EwFexitAgentWrite,
 		p.EwFexitNotifyWrite,
 		p.EwFexitParseParam,
+		p.EwFmodretFileOpen,
+		p.EwFmodretFilePermission,
+		p.EwFmodretInodeRename,
 		p.EwSchedProcessExec,
 	)
 }

@@ -163,7 +163,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 // Backend names the kind of hooks in use.
 func (s *Sensor) Backend() string { return s.backend.name }
 
-// CanDeny reports whether --enforce refuses operations (lsm) rather than killing the process.
+// CanDeny reports whether --enforce refuses operations (lsm, fentry) rather than killing the process.
 func (s *Sensor) CanDeny() bool { return s.backend.canDeny }
 
 // Programs lists the hooks the programs attach to, for the startup log.
@@ -179,7 +179,7 @@ func (s *Sensor) Programs() []string {
 func (s *Sensor) hooks() []hook {
 	var hooks []hook
 	for _, h := range s.backend.hooks {
-		if !h.enforceOnly || s.enforce {
+		if h.when == always || (h.when == enforcing) == s.enforce {
 			hooks = append(hooks, h)
 		}
 	}

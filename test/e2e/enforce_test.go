@@ -47,7 +47,7 @@ func waitForFile(path string, limit time.Duration) bool {
 }
 
 // TestPrivilegedEnforceStopsEscape runs the full release_agent escape from a new mount+pid namespace under
-// --enforce: the write is denied (lsm) or the writer killed (other backends), the agent never runs, and the
+// --enforce: the write is denied (lsm, fentry) or the writer killed (other backends), the agent never runs, and the
 // finding says so. The same escape from the host, which --enforce allows, runs its agent: the proof that the
 // setup would have worked.
 func TestPrivilegedEnforceStopsEscape(t *testing.T) {
@@ -64,7 +64,7 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 	act := parseActor(t, string(out))
 	f := s.waitFor(t, "the namespaced escape", byPID(act.HostPID))
 	want := event.ActionKilled
-	if s.backend() == "lsm" {
+	if s.refuses() {
 		want = event.ActionDenied
 	}
 	if f.Event.Action != want || f.Event.Origin != event.OriginNamespaced || f.arg("pathname") != nsDir+"/release_agent" {
@@ -90,9 +90,9 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 }
 
 // TestPrivilegedEnforceEarlyDescriptor: under --enforce, a namespaced process that opened release_agent before
-// the sensor started, and writes through that descriptor after, is stopped too. The lsm backend refuses the
-// write itself (lsm/file_permission), so the value stays; the others can only kill the writer once the
-// handler ran, so the value is stored and the finding says the process was killed.
+// the sensor started, and writes through that descriptor after, is stopped too. The lsm and fentry backends
+// refuse the write itself (lsm/file_permission, fmod_ret/security_file_permission), so the value stays; the
+// others can only kill the writer once the handler ran, so the value is stored and the finding says killed.
 func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; read go; echo /early-enforced >&3 && echo written")
@@ -117,11 +117,11 @@ func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	err = early.Wait()
 	f := s.waitFor(t, "the write through an early descriptor", changedBy(act.HostPID))
 	stored, _ := os.ReadFile(h.Agent())
-	if s.backend() == "lsm" {
+	if s.refuses() {
 		if err == nil || strings.Contains(out.String(), "written") || f.Event.Action != event.ActionDenied ||
 			f.Data["refused"] != true || strings.TrimSpace(string(stored)) != "" {
-			t.Errorf("lsm: writer %v output %q, finding action %q refused %v, release_agent %q; want the write refused "+
-				"with EPERM, action denied, the value unchanged", err, out.String(), f.Event.Action, f.Data["refused"], stored)
+			t.Errorf("%s: writer %v output %q, finding action %q refused %v, release_agent %q; want the write refused "+
+				"with EPERM, action denied, the value unchanged", s.backend(), err, out.String(), f.Event.Action, f.Data["refused"], stored)
 		}
 		return
 	}

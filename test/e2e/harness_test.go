@@ -200,6 +200,9 @@ func (s *sensor) backend() string {
 	return m[1]
 }
 
+// refuses reports whether the sensor's backend refuses operations under --enforce rather than killing.
+func (s *sensor) refuses() bool { return s.backend() == "lsm" || s.backend() == "fentry" }
+
 // stop sends sig and returns the exit code.
 func (s *sensor) stop(sig os.Signal) int {
 	s.cmd.Process.Signal(sig)

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -203,5 +205,75 @@ func TestPrivilegedAggregation(t *testing.T) {
 	got := s.matching(byPID(act.HostPID))
 	if len(got) != 2 || got[0].aggregate != 0 || got[1].aggregate != 4 {
 		t.Errorf("want the first finding, then one aggregate of 4 repeats; got %s", s.summary())
+	}
+}
+
+// TestPrivilegedOutputFileRotation: a log rotator renames the output file and sends SIGHUP; findings before go
+// to the renamed file, findings after to a new file at the configured path, and the sensor keeps running.
+func TestPrivilegedOutputFileRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "findings.jsonl")
+	s := startSensor(t, "--output-file", path)
+	h := testutil.MountHierarchy(t)
+	before := runAct(t, inNamespace("sh", "-c", shellAct+"echo /before-rotation > "+h.Agent())...)
+	s.waitFor(t, "the finding before rotation", byPID(before.HostPID))
+	s.waitFor(t, "the change before rotation", changedBy(before.HostPID))
+	// Both are on stdout; the file sink comes right after it.
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(path); strings.Count(string(b), "\n") >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitForLog(t, s, "SIGHUP: output files reopened")
+	after := runAct(t, inNamespace("sh", "-c", shellAct+"echo /after-rotation > "+h.Agent())...)
+	s.waitFor(t, "the finding after rotation", byPID(after.HostPID))
+	for _, c := range []struct {
+		file       string
+		has, lacks string
+	}{{path + ".1", "/before-rotation", "/after-rotation"}, {path, "/after-rotation", "/before-rotation"}} {
+		deadline := time.Now().Add(waitLimit)
+		for {
+			values := writtenValues(t, c.file)
+			if values[c.has] {
+				if values[c.lacks] {
+					t.Errorf("%s holds the change to %s too", c.file, c.lacks)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lacks the change to %s (has %v)", c.file, c.has, values)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// writtenValues are the release_agent values of the EW-1001 findings in a JSON-lines file.
+func writtenValues(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	b, _ := os.ReadFile(path)
+	values := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var f struct{ Data map[string]any }
+		if json.Unmarshal([]byte(line), &f) == nil {
+			if v, ok := f.Data["value"].(string); ok {
+				values[v] = true
+			}
+		}
+	}
+	return values
+}
+
+func waitForLog(t *testing.T, s *sensor, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(s.stderr.String(), msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the sensor's log:\n%s", msg, s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

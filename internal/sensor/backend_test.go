@@ -1,0 +1,57 @@
+package sensor
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestHooksByEnforce: refusing hooks replace their observe-only twins under --enforce, and the hooks on every
+// read and write attach only then.
+func TestHooksByEnforce(t *testing.T) {
+	for _, tt := range []struct {
+		backend  string
+		enforce  bool
+		want     []string
+		wantNone []string
+	}{
+		{BackendLSM, false, []string{"lsm/file_open", "fexit/cgroup1_parse_param", "tp_btf/cgroup_setup_root"}, []string{"lsm/file_permission"}},
+		{BackendLSM, true, []string{"lsm/file_open", "lsm/file_permission"}, nil},
+		{BackendFentry, false, []string{"fentry/security_file_open", "fentry/security_inode_rename"},
+			[]string{"fmod_ret/security_file_open", "fmod_ret/security_file_permission"}},
+		{BackendFentry, true, []string{"fmod_ret/security_file_open", "fmod_ret/security_inode_rename", "fmod_ret/security_file_permission"},
+			[]string{"fentry/security_file_open", "fentry/security_inode_rename"}},
+		{BackendKprobe, true, []string{"kprobe/security_file_open", "kretprobe/cgroup1_parse_param", "kretprobe/cgroup_write_notify_on_release"}, nil},
+		{BackendTracepoint, true, []string{"tp_btf/sys_exit", "tp_btf/cgroup_remount", "tp_btf/cgroup_destroy_root"}, nil},
+	} {
+		b, err := findBackend(tt.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		points := (&Sensor{backend: b, enforce: tt.enforce}).Programs()
+		for _, p := range tt.want {
+			if !slices.Contains(points, p) {
+				t.Errorf("%s enforce=%v: %s missing from %v", tt.backend, tt.enforce, p, points)
+			}
+		}
+		for _, p := range tt.wantNone {
+			if slices.Contains(points, p) {
+				t.Errorf("%s enforce=%v: %s attached, want it left out", tt.backend, tt.enforce, p)
+			}
+		}
+	}
+}
+
+// TestHookProgramsExist: every hook names a program of its backend's object.
+func TestHookProgramsExist(t *testing.T) {
+	for _, b := range backends {
+		spec, err := b.spec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range b.hooks {
+			if _, ok := spec.Programs[h.prog]; !ok {
+				t.Errorf("%s: hook %s names program %s, not in the object", b.name, h.point, h.prog)
+			}
+		}
+	}
+}
