@@ -405,15 +405,75 @@ static __always_inline void ew_emit(struct ew_record *r)
 		ew_count(EW_COUNTER_EMITTED);
 }
 
-/* ew_enforce decides what --enforce does to the current task for an operation on the real release_agent: nothing
- * for the host's own processes (same mount and pid namespaces as the host's init); otherwise deny when the hook
- * can, else SIGKILL, which the kernel delivers before the task returns to user space. */
-static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny)
+/* Writers --enforce allows besides the host's own processes: cgroup path prefixes from the configuration, the
+ * first enforce_allow_count entries. Matched only when a write would otherwise be stopped, never on a hot path. */
+#define EW_ALLOW_MAX 16
+#define EW_ALLOW_LEN 128
+
+struct ew_allowed_cgroup {
+	__u32 len;
+	char prefix[EW_ALLOW_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EW_ALLOW_MAX);
+	__type(key, __u32);
+	__type(value, struct ew_allowed_cgroup);
+} ew_enforce_allowed SEC(".maps");
+
+const volatile __u32 enforce_allow_count = 0;
+
+struct ew_allow_scan {
+	const char *cgroup_path;
+	__u32 found;
+	__u32 pad;
+};
+
+/* ew_allow_step checks allowed prefix number i against the cgroup path: the whole prefix, ending at a path
+ * boundary, so "/lxc.payload.web" does not allow "/lxc.payload.web2". */
+static long ew_allow_step(__u64 i, void *data)
+{
+	struct ew_allow_scan *scan = data;
+	__u32 idx = i;
+	if (idx >= enforce_allow_count)
+		return 1;
+	struct ew_allowed_cgroup *a = bpf_map_lookup_elem(&ew_enforce_allowed, &idx);
+	if (!a)
+		return 1;
+	__u32 len = a->len;
+	if (len == 0 || len >= EW_ALLOW_LEN)
+		return 0;
+	for (int j = 0; j < EW_ALLOW_LEN; j++) {
+		if (j >= len)
+			break;
+		if (scan->cgroup_path[j] != a->prefix[j])
+			return 0;
+	}
+	char next = scan->cgroup_path[len & (EW_ALLOW_LEN - 1)];
+	if (next == '/' || next == 0) {
+		scan->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* ew_enforce decides what --enforce does to the current task for an operation on the real release_agent:
+ * nothing for the host's own processes (same mount and pid namespaces as the host's init) and for writers in an
+ * allowed cgroup (cgroup_path, as ew_cgroup_path writes it); otherwise deny when the hook can, else SIGKILL,
+ * which the kernel delivers before the task returns to user space. */
+static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, const char *cgroup_path)
 {
 	if (!enforce)
 		return EW_ACTION_ALERT;
 	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
 		return EW_ACTION_ALERT;
+	if (enforce_allow_count) {
+		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
+		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
+		if (scan.found)
+			return EW_ACTION_ALERT;
+	}
 	if (can_deny)
 		return EW_ACTION_DENIED;
 	bpf_send_signal(EW_SIGKILL);
@@ -447,7 +507,7 @@ static __always_inline struct ew_record *ew_open_begin(struct file *file, __u32 
 static __always_inline __u32 ew_open_finish(struct ew_record *r, struct file *file, int can_deny)
 {
 	if ((r->facts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
-		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny);
+		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny, r->cgroup_path);
 		if (r->action == EW_ACTION_DENIED)
 			r->ret = -EW_EPERM;
 	}
@@ -544,7 +604,7 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	ew_record_head(r, EW_KIND_AGENT_WRITE, source, ret, nr, facts | EW_FACT_CGROUP1_AGENT);
 	ew_record_file(r, file);
 	if (action == EW_ACTION_ALERT && ret >= 0)
-		action = ew_enforce((struct task_struct *)bpf_get_current_task(), 0);
+		action = ew_enforce((struct task_struct *)bpf_get_current_task(), 0, r->cgroup_path);
 	r->action = action;
 	bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), &root->release_agent_path);
 	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);

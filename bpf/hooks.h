@@ -49,7 +49,7 @@ static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, str
 	}
 	ew_record_head(r, EW_KIND_INODE_RENAME, sc.source, 0, sc.nr, sc.facts | facts | kfacts | EW_FACT_DIR_RESOLVED);
 	if (kfacts & EW_FACT_CGROUP1_AGENT) {
-		r->action = ew_enforce(task, can_deny);
+		r->action = ew_enforce(task, can_deny, r->cgroup_path);
 		if (r->action == EW_ACTION_DENIED)
 			r->ret = -EW_EPERM;
 	}
@@ -88,7 +88,12 @@ static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (ew_enforce(task, 1) != EW_ACTION_DENIED)
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return 0;
+	ew_cgroup_path(task, r->cgroup_path);
+	if (ew_enforce(task, 1, r->cgroup_path) != EW_ACTION_DENIED)
 		return 0;
 	struct ew_syscall sc;
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);

@@ -160,7 +160,8 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	s, err = sensor.Open(sensor.Config{
-		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, Classifier: classifier, Runtimes: runtimes, Logger: log,
+		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, EnforceAllowCgroups: enforceAllowCgroups(cfg),
+		Classifier: classifier, Runtimes: runtimes, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -168,7 +169,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer s.Close()
 	m.Ready(s.Backend())
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
-		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "version", buildVersion())
+		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "enforce_allow", enforceAllowCgroups(cfg), "version", buildVersion())
 
 	p := &pipeline{
 		eng: eng, out: out, m: m, log: log, allow: suppress.Allowlist(cfg.Allow),
@@ -207,6 +208,14 @@ func reopenOnHangup(ctx context.Context, out *output.Dispatcher, log *slog.Logge
 			log.Info("SIGHUP: output files reopened", "files", n)
 		}
 	}
+}
+
+func enforceAllowCgroups(cfg config.Config) []string {
+	var cgroups []string
+	for _, a := range cfg.EnforceAllow {
+		cgroups = append(cgroups, a.Cgroup)
+	}
+	return cgroups
 }
 
 func sensorStat(s *sensor.Sensor) sensor.Stats {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"escapewatch/internal/sensor"
 )
 
 // Config is the whole file. Every key is optional; Default() gives the values of a missing key.
@@ -26,6 +28,9 @@ type Config struct {
 	Outputs  Outputs  `yaml:"outputs"`
 	Metrics  Metrics  `yaml:"metrics"`
 	Runtimes Runtimes `yaml:"runtimes"`
+	// EnforceAllow lists writers that enforce lets set release_agent besides the host's own processes (a system
+	// container's init, say).
+	EnforceAllow []EnforceAllow `yaml:"enforceAllow"`
 	// Allow lists findings that are expected and must not alert (a host's own agent, say).
 	Allow []Allow `yaml:"allow"`
 	// Aggregate repeated identical findings (same process, file and rule) within this window into one with a
@@ -59,6 +64,12 @@ type Metrics struct {
 type Runtimes struct {
 	DockerSocket     string `yaml:"dockerSocket"`
 	ContainerdSocket string `yaml:"containerdSocket"`
+}
+
+// EnforceAllow is a writer enforce allows: a process in cgroup Cgroup or below it (the path /proc/PID/cgroup
+// shows for the unified hierarchy, or on cgroup v1 hosts for the first controller hierarchy).
+type EnforceAllow struct {
+	Cgroup string `yaml:"cgroup"`
 }
 
 // Allow matches findings to suppress. Every field set must match; empty fields match anything. A suppressed
@@ -157,6 +168,8 @@ func sectionOf(goType string) string {
 		return "runtimes"
 	case "Allow":
 		return "an allow entry"
+	case "EnforceAllow":
+		return "an enforceAllow entry"
 	}
 	return goType
 }
@@ -204,6 +217,14 @@ func (c Config) Validate() error {
 	}
 	if c.AggregateWindow < 0 {
 		return keyErr("aggregateWindow", "must not be negative")
+	}
+	if len(c.EnforceAllow) > sensor.MaxEnforceAllow {
+		return keyErr("enforceAllow", "%d entries, at most %d", len(c.EnforceAllow), sensor.MaxEnforceAllow)
+	}
+	for i, a := range c.EnforceAllow {
+		if err := sensor.CheckAllowedCgroup(a.Cgroup); err != nil {
+			return keyErr(fmt.Sprintf("enforceAllow[%d].cgroup", i), "%v", err)
+		}
 	}
 	for i, a := range c.Allow {
 		if a == (Allow{}) {

@@ -52,6 +52,17 @@ aggregateWindow: 30s
 		{name: "empty allow entry", yaml: "allow: [{}]\n", wantErr: "key allow[0]: empty entry would allow every finding"},
 		{name: "bad allow origin", yaml: "allow: [{origin: moon}]\n", wantErr: `key allow[0].origin: unknown origin "moon"`},
 		{name: "wrong type", yaml: "enforce: maybe\n", wantErr: "cannot unmarshal"},
+		{name: "enforce allow", yaml: "enforce: true\nenforceAllow: [{cgroup: /lxc.payload.web}]\n", check: func(t *testing.T, c Config) {
+			if len(c.EnforceAllow) != 1 || c.EnforceAllow[0].Cgroup != "/lxc.payload.web" {
+				t.Errorf("parsed: %+v", c.EnforceAllow)
+			}
+		}},
+		{name: "enforce allow relative", yaml: "enforceAllow: [{cgroup: lxc.payload.web}]\n", wantErr: `key enforceAllow[0].cgroup: allowed cgroup "lxc.payload.web": want an absolute cgroup path`},
+		{name: "enforce allow root", yaml: "enforceAllow: [{cgroup: /}]\n", wantErr: "would allow every process"},
+		{name: "enforce allow empty", yaml: "enforceAllow: [{}]\n", wantErr: "key enforceAllow[0].cgroup"},
+		{name: "enforce allow trailing slash", yaml: "enforceAllow: [{cgroup: /machine.slice/}]\n", wantErr: "remove the trailing slash"},
+		{name: "enforce allow too long", yaml: "enforceAllow: [{cgroup: /" + strings.Repeat("x", 127) + "}]\n", wantErr: "at most 127"},
+		{name: "enforce allow unknown key", yaml: "enforceAllow: [{container: abc}]\n", wantErr: `unknown key "container" (in an enforceAllow entry`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

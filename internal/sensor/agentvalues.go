@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // The kernel side learns each hierarchy's release_agent value when the hierarchy is created or remounted and at
@@ -104,8 +104,8 @@ func mountedAgentValues(procRoot string, ids map[string]uint32) (map[uint32]stri
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		var st syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(procRoot, e.Name(), "ns", "mnt"), &st); err != nil || seen[st.Ino] {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(procRoot, e.Name(), "ns", "mnt"), &st); err != nil || seen[st.Ino] {
 			continue
 		}
 		seen[st.Ino] = true

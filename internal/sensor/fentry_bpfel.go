@@ -18,6 +18,12 @@ type fentryEwAgentValue struct {
 	V [4096]int8
 }
 
+type fentryEwAllowedCgroup struct {
+	_      structs.HostLayout
+	Len    uint32
+	Prefix [128]int8
+}
+
 type fentryEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -69,6 +75,7 @@ type fentryEwRecord struct {
 const (
 	fentryMapEwAgentValues            = "ew_agent_values"
 	fentryMapEwCounters               = "ew_counters"
+	fentryMapEwEnforceAllowed         = "ew_enforce_allowed"
 	fentryMapEwEvents                 = "ew_events"
 	fentryMapEwPathScratch            = "ew_path_scratch"
 	fentryMapEwPendingOptions         = "ew_pending_options"
@@ -88,6 +95,7 @@ const (
 	fentryProgEwSchedProcessExec      = "ew_sched_process_exec"
 	fentryVarAnyFs                    = "any_fs"
 	fentryVarEnforce                  = "enforce"
+	fentryVarEnforceAllowCount        = "enforce_allow_count"
 	fentryVarHostMntNs                = "host_mnt_ns"
 	fentryVarHostPidNs                = "host_pid_ns"
 )
@@ -155,6 +163,7 @@ type fentryProgramSpecs struct {
 type fentryMapSpecs struct {
 	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
@@ -165,10 +174,11 @@ type fentryMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryVariableSpecs struct {
-	AnyFs     *ebpf.VariableSpec `ebpf:"any_fs"`
-	Enforce   *ebpf.VariableSpec `ebpf:"enforce"`
-	HostMntNs *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.VariableSpec `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.VariableSpec `ebpf:"any_fs"`
+	Enforce           *ebpf.VariableSpec `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.VariableSpec `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.VariableSpec `ebpf:"host_pid_ns"`
 }
 
 // fentryObjects contains all objects after they have been loaded into the kernel.
@@ -193,6 +203,7 @@ func (o *fentryObjects) Close() error {
 type fentryMaps struct {
 	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
@@ -203,6 +214,7 @@ func (m *fentryMaps) Close() error {
 	return _FentryClose(
 		m.EwAgentValues,
 		m.EwCounters,
+		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwPathScratch,
 		m.EwPendingOptions,
@@ -214,10 +226,11 @@ func (m *fentryMaps) Close() error {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryVariables struct {
-	AnyFs     *ebpf.Variable `ebpf:"any_fs"`
-	Enforce   *ebpf.Variable `ebpf:"enforce"`
-	HostMntNs *ebpf.Variable `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.Variable `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.Variable `ebpf:"any_fs"`
+	Enforce           *ebpf.Variable `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.Variable `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.Variable `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.Variable `ebpf:"host_pid_ns"`
 }
 
 // fentryPrograms contains all programs after they have been loaded into the kernel.

@@ -18,6 +18,12 @@ type kprobeEwAgentValue struct {
 	V [4096]int8
 }
 
+type kprobeEwAllowedCgroup struct {
+	_      structs.HostLayout
+	Len    uint32
+	Prefix [128]int8
+}
+
 type kprobeEwNotifyArgs struct {
 	_   structs.HostLayout
 	Css uint64
@@ -76,6 +82,7 @@ const (
 	kprobeMapEwAgentValues           = "ew_agent_values"
 	kprobeMapEwAgentWriteArgs        = "ew_agent_write_args"
 	kprobeMapEwCounters              = "ew_counters"
+	kprobeMapEwEnforceAllowed        = "ew_enforce_allowed"
 	kprobeMapEwEvents                = "ew_events"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
 	kprobeMapEwPathScratch           = "ew_path_scratch"
@@ -95,6 +102,7 @@ const (
 	kprobeProgEwSchedProcessExec     = "ew_sched_process_exec"
 	kprobeVarAnyFs                   = "any_fs"
 	kprobeVarEnforce                 = "enforce"
+	kprobeVarEnforceAllowCount       = "enforce_allow_count"
 	kprobeVarHostMntNs               = "host_mnt_ns"
 	kprobeVarHostPidNs               = "host_pid_ns"
 )
@@ -162,6 +170,7 @@ type kprobeMapSpecs struct {
 	EwAgentValues     *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwAgentWriteArgs  *ebpf.MapSpec `ebpf:"ew_agent_write_args"`
 	EwCounters        *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEnforceAllowed  *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -173,10 +182,11 @@ type kprobeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeVariableSpecs struct {
-	AnyFs     *ebpf.VariableSpec `ebpf:"any_fs"`
-	Enforce   *ebpf.VariableSpec `ebpf:"enforce"`
-	HostMntNs *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.VariableSpec `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.VariableSpec `ebpf:"any_fs"`
+	Enforce           *ebpf.VariableSpec `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.VariableSpec `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.VariableSpec `ebpf:"host_pid_ns"`
 }
 
 // kprobeObjects contains all objects after they have been loaded into the kernel.
@@ -202,6 +212,7 @@ type kprobeMaps struct {
 	EwAgentValues     *ebpf.Map `ebpf:"ew_agent_values"`
 	EwAgentWriteArgs  *ebpf.Map `ebpf:"ew_agent_write_args"`
 	EwCounters        *ebpf.Map `ebpf:"ew_counters"`
+	EwEnforceAllowed  *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -214,6 +225,7 @@ func (m *kprobeMaps) Close() error {
 		m.EwAgentValues,
 		m.EwAgentWriteArgs,
 		m.EwCounters,
+		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwNotifyWriteArgs,
 		m.EwPathScratch,
@@ -226,10 +238,11 @@ func (m *kprobeMaps) Close() error {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobeVariables struct {
-	AnyFs     *ebpf.Variable `ebpf:"any_fs"`
-	Enforce   *ebpf.Variable `ebpf:"enforce"`
-	HostMntNs *ebpf.Variable `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.Variable `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.Variable `ebpf:"any_fs"`
+	Enforce           *ebpf.Variable `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.Variable `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.Variable `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.Variable `ebpf:"host_pid_ns"`
 }
 
 // kprobePrograms contains all programs after they have been loaded into the kernel.

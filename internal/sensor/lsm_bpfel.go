@@ -18,6 +18,12 @@ type lsmEwAgentValue struct {
 	V [4096]int8
 }
 
+type lsmEwAllowedCgroup struct {
+	_      structs.HostLayout
+	Len    uint32
+	Prefix [128]int8
+}
+
 type lsmEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -69,6 +75,7 @@ type lsmEwRecord struct {
 const (
 	lsmMapEwAgentValues          = "ew_agent_values"
 	lsmMapEwCounters             = "ew_counters"
+	lsmMapEwEnforceAllowed       = "ew_enforce_allowed"
 	lsmMapEwEvents               = "ew_events"
 	lsmMapEwPathScratch          = "ew_path_scratch"
 	lsmMapEwPendingOptions       = "ew_pending_options"
@@ -86,6 +93,7 @@ const (
 	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
 	lsmVarAnyFs                  = "any_fs"
 	lsmVarEnforce                = "enforce"
+	lsmVarEnforceAllowCount      = "enforce_allow_count"
 	lsmVarHostMntNs              = "host_mnt_ns"
 	lsmVarHostPidNs              = "host_pid_ns"
 )
@@ -151,6 +159,7 @@ type lsmProgramSpecs struct {
 type lsmMapSpecs struct {
 	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
@@ -161,10 +170,11 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
-	AnyFs     *ebpf.VariableSpec `ebpf:"any_fs"`
-	Enforce   *ebpf.VariableSpec `ebpf:"enforce"`
-	HostMntNs *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.VariableSpec `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.VariableSpec `ebpf:"any_fs"`
+	Enforce           *ebpf.VariableSpec `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.VariableSpec `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.VariableSpec `ebpf:"host_pid_ns"`
 }
 
 // lsmObjects contains all objects after they have been loaded into the kernel.
@@ -189,6 +199,7 @@ func (o *lsmObjects) Close() error {
 type lsmMaps struct {
 	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
@@ -199,6 +210,7 @@ func (m *lsmMaps) Close() error {
 	return _LsmClose(
 		m.EwAgentValues,
 		m.EwCounters,
+		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwPathScratch,
 		m.EwPendingOptions,
@@ -210,10 +222,11 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
-	AnyFs     *ebpf.Variable `ebpf:"any_fs"`
-	Enforce   *ebpf.Variable `ebpf:"enforce"`
-	HostMntNs *ebpf.Variable `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.Variable `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.Variable `ebpf:"any_fs"`
+	Enforce           *ebpf.Variable `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.Variable `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.Variable `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.Variable `ebpf:"host_pid_ns"`
 }
 
 // lsmPrograms contains all programs after they have been loaded into the kernel.

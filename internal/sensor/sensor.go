@@ -32,6 +32,9 @@ type Config struct {
 	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
 	// lsm backend, killed on the others.
 	Enforce bool
+	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
+	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.
+	EnforceAllowCgroups []string
 	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
 	// Runtimes, if set, adds container names, images and pods from the runtimes' APIs.
@@ -126,6 +129,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	for name, v := range map[string]any{
 		"any_fs": boolByte(cfg.AnyFS), "enforce": boolByte(cfg.Enforce),
 		"host_mnt_ns": host.Mnt, "host_pid_ns": host.PID,
+		"enforce_allow_count": uint32(len(cfg.EnforceAllowCgroups)),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -138,6 +142,10 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 			return nil, fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %+v", ve)
 		}
 		return nil, fmt.Errorf("%w: load: %w", errNotAvailable, err)
+	}
+	if err := setAllowedCgroups(coll.Maps["ew_enforce_allowed"], cfg.EnforceAllowCgroups); err != nil {
+		coll.Close()
+		return nil, err
 	}
 	s := &Sensor{
 		backend: b, coll: coll, conv: conv, anyFS: cfg.AnyFS, enforce: cfg.Enforce, log: log,
@@ -158,6 +166,48 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		log.Debug("release_agent values of the existing hierarchies read", "hierarchies", n)
 	}
 	return s, nil
+}
+
+// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h).
+const (
+	MaxEnforceAllow    = 16
+	MaxEnforceAllowLen = 128
+)
+
+// setAllowedCgroups hands the allowed cgroup path prefixes to the kernel side.
+func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
+	if len(prefixes) > MaxEnforceAllow {
+		return fmt.Errorf("%d allowed cgroups for --enforce, at most %d", len(prefixes), MaxEnforceAllow)
+	}
+	for i, p := range prefixes {
+		if err := CheckAllowedCgroup(p); err != nil {
+			return err
+		}
+		v := struct {
+			Len    uint32
+			Prefix [MaxEnforceAllowLen]byte
+		}{Len: uint32(len(p))}
+		copy(v.Prefix[:], p)
+		if err := m.Put(uint32(i), v); err != nil {
+			return fmt.Errorf("allowed cgroup %q: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// CheckAllowedCgroup reports why p cannot be an allowed cgroup path prefix, or nil.
+func CheckAllowedCgroup(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("allowed cgroup %q: want an absolute cgroup path such as /lxc.payload.web", p)
+	case p == "/":
+		return fmt.Errorf("allowed cgroup \"/\" would allow every process: leave --enforce off instead")
+	case strings.HasSuffix(p, "/"):
+		return fmt.Errorf("allowed cgroup %q: remove the trailing slash (a prefix always ends at a path boundary)", p)
+	case len(p) >= MaxEnforceAllowLen:
+		return fmt.Errorf("allowed cgroup %q: %d bytes, at most %d", p, len(p), MaxEnforceAllowLen-1)
+	}
+	return nil
 }
 
 // Backend names the kind of hooks in use.

@@ -18,6 +18,12 @@ type tracepointEwAgentValue struct {
 	V [4096]int8
 }
 
+type tracepointEwAllowedCgroup struct {
+	_      structs.HostLayout
+	Len    uint32
+	Prefix [128]int8
+}
+
 type tracepointEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -69,6 +75,7 @@ type tracepointEwRecord struct {
 const (
 	tracepointMapEwAgentValues        = "ew_agent_values"
 	tracepointMapEwCounters           = "ew_counters"
+	tracepointMapEwEnforceAllowed     = "ew_enforce_allowed"
 	tracepointMapEwEvents             = "ew_events"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
@@ -80,6 +87,7 @@ const (
 	tracepointProgEwSysExit           = "ew_sys_exit"
 	tracepointVarAnyFs                = "any_fs"
 	tracepointVarEnforce              = "enforce"
+	tracepointVarEnforceAllowCount    = "enforce_allow_count"
 	tracepointVarHostMntNs            = "host_mnt_ns"
 	tracepointVarHostPidNs            = "host_pid_ns"
 )
@@ -138,21 +146,23 @@ type tracepointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointMapSpecs struct {
-	EwAgentValues   *ebpf.MapSpec `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEvents        *ebpf.MapSpec `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
+	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
 
 // tracepointVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointVariableSpecs struct {
-	AnyFs     *ebpf.VariableSpec `ebpf:"any_fs"`
-	Enforce   *ebpf.VariableSpec `ebpf:"enforce"`
-	HostMntNs *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.VariableSpec `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.VariableSpec `ebpf:"any_fs"`
+	Enforce           *ebpf.VariableSpec `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.VariableSpec `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.VariableSpec `ebpf:"host_pid_ns"`
 }
 
 // tracepointObjects contains all objects after they have been loaded into the kernel.
@@ -175,17 +185,19 @@ func (o *tracepointObjects) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointMaps struct {
-	EwAgentValues   *ebpf.Map `ebpf:"ew_agent_values"`
-	EwCounters      *ebpf.Map `ebpf:"ew_counters"`
-	EwEvents        *ebpf.Map `ebpf:"ew_events"`
-	EwPathScratch   *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
+	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
+	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
+	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *tracepointMaps) Close() error {
 	return _TracepointClose(
 		m.EwAgentValues,
 		m.EwCounters,
+		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwPathScratch,
 		m.EwRecordScratch,
@@ -196,10 +208,11 @@ func (m *tracepointMaps) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointVariables struct {
-	AnyFs     *ebpf.Variable `ebpf:"any_fs"`
-	Enforce   *ebpf.Variable `ebpf:"enforce"`
-	HostMntNs *ebpf.Variable `ebpf:"host_mnt_ns"`
-	HostPidNs *ebpf.Variable `ebpf:"host_pid_ns"`
+	AnyFs             *ebpf.Variable `ebpf:"any_fs"`
+	Enforce           *ebpf.Variable `ebpf:"enforce"`
+	EnforceAllowCount *ebpf.Variable `ebpf:"enforce_allow_count"`
+	HostMntNs         *ebpf.Variable `ebpf:"host_mnt_ns"`
+	HostPidNs         *ebpf.Variable `ebpf:"host_pid_ns"`
 }
 
 // tracepointPrograms contains all programs after they have been loaded into the kernel.

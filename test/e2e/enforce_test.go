@@ -130,3 +130,81 @@ func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 			s.backend(), err, out.String(), f.Event.Action, f.Data["value"])
 	}
 }
+
+// cgroupDirs creates cgroup name in every hierarchy a process's cgroup path may come from (the unified one, the
+// v1 controller hierarchies but cpuset, whose new cgroups have no CPUs) and removes them when the test ends.
+func cgroupDirs(t *testing.T, name string) []string {
+	t.Helper()
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		fields, super := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(super) < 3 || fields[3] != "/" {
+			continue
+		}
+		v1Controller := super[0] == "cgroup" && !strings.Contains(super[2], "name=") && !strings.Contains(super[2], "cpuset")
+		if super[0] != "cgroup2" && !v1Controller {
+			continue
+		}
+		dir := filepath.Join(fields[4], name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(dir) })
+		dirs = append(dirs, dir)
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no cgroup hierarchy to place a process in")
+	}
+	return dirs
+}
+
+// joinCgroups is a shell prefix that moves the shell into every one of dirs.
+func joinCgroups(dirs []string) string {
+	var b strings.Builder
+	for _, d := range dirs {
+		b.WriteString("echo $$ > " + d + "/cgroup.procs; ")
+	}
+	return b.String()
+}
+
+// TestPrivilegedEnforceAllowCgroup: under --enforce, writers in an allowed cgroup (config enforceAllow) or below
+// it may set release_agent; a cgroup whose name merely starts with the allowed one is not allowed.
+func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
+	allowed := "/ewallow" + randomHex(t, 6)
+	cfg := filepath.Join(t.TempDir(), "escapewatch.yaml")
+	if err := os.WriteFile(cfg, []byte("enforce: true\nenforceAllow:\n  - cgroup: "+allowed+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startSensor(t, "--config", cfg)
+	h := testutil.MountHierarchy(t)
+	inside := cgroupDirs(t, allowed[1:])
+	below := cgroupDirs(t, allowed[1:]+"/child")
+	lookalike := cgroupDirs(t, allowed[1:]+"x")
+	for _, c := range []struct {
+		what    string
+		dirs    []string
+		allowed bool
+	}{{"in the allowed cgroup", inside, true}, {"below it", below, true}, {"in a look-alike cgroup", lookalike, false}} {
+		value := "/" + strings.ReplaceAll(c.what, " ", "-")
+		argv := inNamespace("sh", "-c", joinCgroups(c.dirs)+shellAct+"echo "+value+" > "+h.Agent())
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		act := parseActor(t, string(out))
+		if c.allowed {
+			f := s.waitFor(t, c.what, changedBy(act.HostPID))
+			if err != nil || f.Event.Action != event.ActionAlert || f.Data["value"] != value {
+				t.Errorf("%s: writer %v, action %q value %v; want the write allowed and reported", c.what, err, f.Event.Action, f.Data["value"])
+			}
+			continue
+		}
+		// Stopped at the open: TRC-1010 says what was done.
+		f := s.waitFor(t, c.what, byPID(act.HostPID))
+		if err == nil || f.Event.Action == event.ActionAlert {
+			t.Errorf("%s: writer %v, action %q; want the write stopped", c.what, err, f.Event.Action)
+		}
+	}
+}

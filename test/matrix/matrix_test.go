@@ -4,6 +4,7 @@ package matrix
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -55,20 +56,30 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 		}
 		for _, b := range backends {
 			t.Run(k.Name+"/"+b, func(t *testing.T) {
-				res, err := vm.Run(context.Background(), vm.Config{
+				cfg := vm.Config{
 					Kernel:  image,
 					Cmdline: cmdline,
 					Files:   files,
-					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=15m"},
+					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=6m"},
 					Env: []string{
 						testutil.RequirePrivilegedEnv + "=1",
 						"ESCAPEWATCH_BACKEND=" + b,
 						"ESCAPEWATCH_E2E_BIN_DIR=/ew/bin",
 					},
-					Timeout: 20 * time.Minute,
-				})
+					// A cell takes about 70 s under TCG; the suite's own timeout (6m) fires first on a test that hangs.
+					Timeout: 8 * time.Minute,
+				}
+				res, err := vm.Run(context.Background(), cfg)
+				if errors.Is(err, context.DeadlineExceeded) {
+					// The guest kernel hung (seen once in a dozen kprobe cells: a soft lockup in cgroup_mkdir under
+					// TCG). One more boot tells a hang of the emulator from one the sensor causes, which hangs again;
+					// the first hang stays in the log.
+					t.Logf("HANG: the VM did not finish; booting it once more. First attempt: %v\nguest output so far:\n%s",
+						err, tail(res.Output, 60))
+					res, err = vm.Run(context.Background(), cfg)
+				}
 				if err != nil {
-					t.Fatalf("VM did not run: %v", err)
+					t.Fatalf("VM did not run: %v\nguest output so far:\n%s", err, tail(res.Output, 60))
 				}
 				t.Logf("%s/%s: booted in %s, exit %d", k.Name, b, res.Boot.Round(time.Millisecond), res.ExitCode)
 				if res.ExitCode != 0 {

@@ -239,6 +239,9 @@ func boot(ctx context.Context, qemu string, args []string, output string, timeou
 // noExitError says why no exit status came back.
 func noExitError(ctx context.Context, timeout time.Duration, started bool, qemuErr error, stderr string, console []byte) error {
 	tail := "\nconsole tail:\n" + lastLines(console, consoleTail)
+	if oops := firstKernelReport(console, 2*consoleTail); oops != "" {
+		tail = "\nfirst kernel report on the console:\n" + oops + tail
+	}
 	if stderr != "" {
 		tail += "\nqemu stderr:\n" + stderr
 	}
@@ -256,6 +259,19 @@ func noExitError(ctx context.Context, timeout time.Duration, started bool, qemuE
 }
 
 // lastLines returns the last n lines of b.
+// firstKernelReport returns n console lines from the kernel's first report of trouble (an oops, a lockup, an
+// RCU stall), where the cause of a hang shows; later reports only repeat its victims.
+func firstKernelReport(b []byte, n int) string {
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "BUG:") || strings.Contains(l, "watchdog:") || strings.Contains(l, "rcu: INFO") ||
+			strings.Contains(l, "Oops") || strings.Contains(l, "WARNING:") {
+			return strings.Join(lines[i:min(len(lines), i+n)], "\n")
+		}
+	}
+	return ""
+}
+
 func lastLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\n")
 	if len(lines) > n {
