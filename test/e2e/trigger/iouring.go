@@ -110,12 +110,23 @@ func (r *ring) submit(e sqe) (int32, error) {
 	*(*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})])) = e
 	*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
 	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+1)
-	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 1, enterGetEvents, 0, 0); errno != 0 {
-		return 0, fmt.Errorf("io_uring_enter: %w", errno)
-	}
-	head := atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Head))
-	if head == atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Tail)) {
-		return 0, fmt.Errorf("io_uring: no completion")
+	// The wait may end before the completion is posted (a request punted to a worker, task work, a signal), and
+	// a busy kernel may not take the entry at once: enter again, as any io_uring program does.
+	head, toSubmit := atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Head)), uintptr(1)
+	for wait := 0; ; wait++ {
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, enterGetEvents, 0, 0)
+		switch {
+		case errno == 0 && n >= toSubmit:
+			toSubmit = 0
+		case errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY:
+			return 0, fmt.Errorf("io_uring_enter: %w", errno)
+		}
+		if head != atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Tail)) {
+			break
+		}
+		if wait == 100 {
+			return 0, fmt.Errorf("io_uring: no completion after %d waits", wait)
+		}
 	}
 	cmask := *r.u32(r.cq, r.p.CQOff.RingMask)
 	c := *(*cqe)(unsafe.Pointer(&r.cq[uintptr(r.p.CQOff.Cqes)+uintptr(head&cmask)*unsafe.Sizeof(cqe{})]))
