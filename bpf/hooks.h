@@ -127,7 +127,7 @@ static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css
 /* A release_agent mount option's value, per thread, from the parser's entry (where the value still is in
  * param) to its exit (where the verdict is). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an exit that never fires (a missed kretprobe) cannot fill it */
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct ew_agent_value);

@@ -22,7 +22,7 @@ int BPF_KPROBE(ew_kprobe_inode_rename, struct inode *old_dir, struct dentry *old
 
 /* kretprobes see only the return value: the entry probe keeps the handler's argument per thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an exit that never fires (a missed kretprobe) cannot fill it */
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -56,7 +56,7 @@ struct ew_notify_args {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an exit that never fires (a missed kretprobe) cannot fill it */
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct ew_notify_args);
