@@ -246,7 +246,7 @@ static __always_inline struct kernfs_node *ew_kn_parent(struct kernfs_node *kn)
 struct ew_cgroup_walk {
 	struct kernfs_node *kn;
 	int pos;
-	__u32 pad;
+	__u32 complete; /* the walk reached the hierarchy's root */
 };
 
 static long ew_cgroup_step(__u64 i, void *data)
@@ -259,8 +259,10 @@ static long ew_cgroup_step(__u64 i, void *data)
 
 	struct kernfs_node *kn = w->kn;
 	struct kernfs_node *parent = ew_kn_parent(kn);
-	if (!parent)
+	if (!parent) {
+		w->complete = 1;
 		return 1;
+	}
 	/* The upper half of the scratch buffer holds the name: container IDs outgrow the stack. */
 	char *name = &buf->data[EW_PATH_MAX];
 	int n = bpf_probe_read_kernel_str(name, EW_NAME_MAX + 1, BPF_CORE_READ(kn, name));
@@ -278,13 +280,15 @@ static long ew_cgroup_step(__u64 i, void *data)
 
 /* ew_cgroup_path writes the task's cgroup path: the unified (v2) cgroup when the task is below its root,
  * otherwise the first cgroup v1 controller hierarchy that places it below the root (hybrid and v1 hosts). It
- * is what container detection in user space works from, captured here because the process may be gone. */
-static __always_inline void ew_cgroup_path(struct task_struct *task, char *dst)
+ * is what container detection in user space works from, captured here because the process may be gone.
+ * Returns 1 when the path is whole, 0 when only its lower part fitted: a task can nest cgroups at will, so a
+ * cut path must never be taken for the cgroup its lower part names. */
+static __always_inline int ew_cgroup_path(struct task_struct *task, char *dst)
 {
 	__u32 zero = 0;
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
-		return;
+		return 0;
 
 	struct css_set *cset = BPF_CORE_READ(task, cgroups);
 	struct cgroup *cgrp = BPF_CORE_READ(cset, dfl_cgrp);
@@ -304,6 +308,7 @@ static __always_inline void ew_cgroup_path(struct task_struct *task, char *dst)
 	buf->data[EW_CGROUP_PATH_MAX - 1] = 0;
 	bpf_loop(EW_CGROUP_LEVELS, ew_cgroup_step, &w, 0);
 	ew_path_copy(dst, w.pos, EW_CGROUP_PATH_MAX);
+	return w.complete;
 }
 
 /* ew_upid returns pid's number and namespace at a pid-namespace level (0 = the initial namespace). */
@@ -376,7 +381,8 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->fs_magic = 0;
 	r->action = EW_ACTION_ALERT;
 	ew_fill_task(&r->task, task);
-	ew_cgroup_path(task, r->cgroup_path);
+	if (!ew_cgroup_path(task, r->cgroup_path))
+		r->facts |= EW_FACT_CGROUP_CUT;
 }
 
 static __always_inline void ew_record_file(struct ew_record *r, struct file *file)
@@ -462,13 +468,14 @@ static long ew_allow_step(__u64 i, void *data)
  * nothing for the host's own processes (same mount and pid namespaces as the host's init) and for writers in an
  * allowed cgroup (cgroup_path, as ew_cgroup_path writes it); otherwise deny when the hook can, else SIGKILL,
  * which the kernel delivers before the task returns to user space. */
-static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, const char *cgroup_path)
+static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, const char *cgroup_path,
+					int cgroup_whole)
 {
 	if (!enforce)
 		return EW_ACTION_ALERT;
 	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
 		return EW_ACTION_ALERT;
-	if (enforce_allow_count) {
+	if (enforce_allow_count && cgroup_whole) {
 		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
 		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
 		if (scan.found)
@@ -507,7 +514,8 @@ static __always_inline struct ew_record *ew_open_begin(struct file *file, __u32 
 static __always_inline __u32 ew_open_finish(struct ew_record *r, struct file *file, int can_deny)
 {
 	if ((r->facts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
-		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny, r->cgroup_path);
+		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny, r->cgroup_path,
+				       !(r->facts & EW_FACT_CGROUP_CUT));
 		if (r->action == EW_ACTION_DENIED)
 			r->ret = -EW_EPERM;
 	}
@@ -604,7 +612,8 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	ew_record_head(r, EW_KIND_AGENT_WRITE, source, ret, nr, facts | EW_FACT_CGROUP1_AGENT);
 	ew_record_file(r, file);
 	if (action == EW_ACTION_ALERT && ret >= 0)
-		action = ew_enforce((struct task_struct *)bpf_get_current_task(), 0, r->cgroup_path);
+		action = ew_enforce((struct task_struct *)bpf_get_current_task(), 0, r->cgroup_path,
+				    !(r->facts & EW_FACT_CGROUP_CUT));
 	r->action = action;
 	bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), &root->release_agent_path);
 	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);

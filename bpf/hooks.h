@@ -49,7 +49,7 @@ static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, str
 	}
 	ew_record_head(r, EW_KIND_INODE_RENAME, sc.source, 0, sc.nr, sc.facts | facts | kfacts | EW_FACT_DIR_RESOLVED);
 	if (kfacts & EW_FACT_CGROUP1_AGENT) {
-		r->action = ew_enforce(task, can_deny, r->cgroup_path);
+		r->action = ew_enforce(task, can_deny, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT));
 		if (r->action == EW_ACTION_DENIED)
 			r->ret = -EW_EPERM;
 	}
@@ -92,8 +92,8 @@ static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
 		return 0;
-	ew_cgroup_path(task, r->cgroup_path);
-	if (ew_enforce(task, 1, r->cgroup_path) != EW_ACTION_DENIED)
+	int whole = ew_cgroup_path(task, r->cgroup_path);
+	if (ew_enforce(task, 1, r->cgroup_path, whole) != EW_ACTION_DENIED)
 		return 0;
 	struct ew_syscall sc;
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
@@ -138,6 +138,9 @@ struct {
  * the parser takes out of param (param->string = NULL) when it accepts it. */
 static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param)
 {
+	/* A value left by an exit that never fired (a missed kretprobe) must not be reported for this option. */
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&ew_pending_options, &tid);
 	char key[EW_AGENT_LEN + 2] = {};
 	const char want[] = EW_AGENT_NAME;
 	if (bpf_probe_read_kernel_str(key, sizeof(key), BPF_CORE_READ(param, key)) != EW_AGENT_LEN + 1)
@@ -149,7 +152,6 @@ static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
 		return;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_probe_read_kernel_str(buf->data, EW_PATH_MAX, BPF_CORE_READ(param, string));
 	bpf_map_update_elem(&ew_pending_options, &tid, buf->data, BPF_ANY);
 }

@@ -34,6 +34,7 @@ enum ew_fact {
 	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
 	EW_FACT_ENABLED = 1 << 5,	 /* notify write: notify_on_release is on after the write */
 	EW_FACT_MOUNT_DATA = 1 << 6,	 /* mount option: arg_path holds mount(2)'s whole data string, to parse */
+	EW_FACT_CGROUP_CUT = 1 << 7,	 /* cgroup_path is only the lower part of the task's cgroup (too deep or long) */
 };
 
 /* What the kernel side did about the operation. */

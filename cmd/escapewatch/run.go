@@ -109,6 +109,10 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// A daemon must not die of a hangup: SIGHUP is caught from here until the outputs are closed.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	scope, err := rule.ParseScope(strings.Join(cfg.Scope, ","))
 	if err != nil {
 		return fmt.Errorf("%w: scope: %v", errUsage, err)
@@ -175,11 +179,14 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		eng: eng, out: out, m: m, log: log, allow: suppress.Allowlist(cfg.Allow),
 		agg: suppress.NewAggregator(time.Duration(cfg.AggregateWindow)),
 	}
+	// The helpers stop when the sensor does, also when it stops on an error.
+	helpers, stopHelpers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { reopenOnHangup(ctx, out, log) })
-	wg.Go(func() { s.ReportDrops(ctx, 10*time.Second) })
-	wg.Go(func() { p.flushAggregates(ctx) })
+	wg.Go(func() { reopenOnHangup(helpers, hup, out, log) })
+	wg.Go(func() { s.ReportDrops(helpers, 10*time.Second) })
+	wg.Go(func() { p.flushAggregates(helpers) })
 	err = s.Run(ctx, p.event)
+	stopHelpers()
 	wg.Wait()
 	p.flush(true)
 	logStats(log, s.Stats(), eng.Stats())
@@ -190,11 +197,8 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // reopenOnHangup reopens the output file on each SIGHUP until ctx ends: log rotators rename the file, then send
-// SIGHUP. A daemon must not die of a hangup, so SIGHUP is caught even without an output file.
-func reopenOnHangup(ctx context.Context, out *output.Dispatcher, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// SIGHUP.
+func reopenOnHangup(ctx context.Context, hup <-chan os.Signal, out *output.Dispatcher, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -39,6 +39,7 @@ const (
 	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
 	kernelEwFactEW_FACT_ENABLED        kernelEwFact = 32
 	kernelEwFactEW_FACT_MOUNT_DATA     kernelEwFact = 64
+	kernelEwFactEW_FACT_CGROUP_CUT     kernelEwFact = 128
 )
 
 type kernelEwKind uint32

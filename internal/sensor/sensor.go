@@ -204,6 +204,8 @@ func CheckAllowedCgroup(p string) error {
 		return fmt.Errorf("allowed cgroup \"/\" would allow every process: leave --enforce off instead")
 	case strings.HasSuffix(p, "/"):
 		return fmt.Errorf("allowed cgroup %q: remove the trailing slash (a prefix always ends at a path boundary)", p)
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("allowed cgroup %q: contains a NUL byte", p)
 	case len(p) >= MaxEnforceAllowLen:
 		return fmt.Errorf("allowed cgroup %q: %d bytes, at most %d", p, len(p), MaxEnforceAllowLen-1)
 	}

@@ -22,7 +22,7 @@ func TestPrivilegedAgentChanged(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 
 	// Opened before the sensor starts; written after.
-	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; read go; echo /early-fd-payload >&3")
+	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; echo opened; read go; echo /early-fd-payload >&3")
 	early := exec.Command(argv[0], argv[1:]...)
 	stdin, err := early.StdinPipe()
 	if err != nil {
@@ -35,11 +35,15 @@ func TestPrivilegedAgentChanged(t *testing.T) {
 	if err := early.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	lines := bufio.NewReader(stdout)
+	line, err := lines.ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
 	}
 	earlyAct := parseActor(t, line)
+	if opened, err := lines.ReadString('\n'); err != nil || opened != "opened\n" { // the open precedes the sensor
+		t.Fatalf("the early writer did not open release_agent: %q %v", opened, err)
+	}
 
 	s := startSensor(t)
 	stdin.Write([]byte("go\n"))
@@ -246,7 +250,7 @@ func TestPrivilegedAgentChangedShellTools(t *testing.T) {
 					f.Event.Origin, c.tool, act.HostPID)
 			}
 			s.waitFor(t, c.tool+" TRC-1010", func(f finding) bool {
-				return f.SigMetadata.ID == "TRC-1010" && f.Event.ProcessName == c.tool
+				return f.SigMetadata.ID == "TRC-1010" && f.Event.ProcessName == c.tool && f.arg("pathname") == h.Agent()
 			})
 		})
 	}

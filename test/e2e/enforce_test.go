@@ -95,7 +95,7 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 // others can only kill the writer once the handler ran, so the value is stored and the finding says killed.
 func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	h := testutil.MountHierarchy(t)
-	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; read go; echo /early-enforced >&3 && echo written")
+	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; echo opened; read go; echo /early-enforced >&3 && echo written")
 	early := exec.Command(argv[0], argv[1:]...)
 	stdin, err := early.StdinPipe()
 	if err != nil {
@@ -107,7 +107,7 @@ func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(waitLimit)
-	for !strings.Contains(out.String(), "\n") && time.Now().Before(deadline) {
+	for !strings.Contains(out.String(), "opened\n") && time.Now().Before(deadline) { // the open precedes the sensor
 		time.Sleep(10 * time.Millisecond)
 	}
 	act := parseActor(t, out.String())
@@ -150,11 +150,16 @@ func cgroupDirs(t *testing.T, name string) []string {
 		if super[0] != "cgroup2" && !v1Controller {
 			continue
 		}
-		dir := filepath.Join(fields[4], name)
+		root, dir := fields[4], filepath.Join(fields[4], name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.Remove(dir) })
+		t.Cleanup(func() {
+			// Deepest first; a parent another entry still uses is removed by that entry's cleanup.
+			for p := dir; p != root; p = filepath.Dir(p) {
+				os.Remove(p)
+			}
+		})
 		dirs = append(dirs, dir)
 	}
 	if len(dirs) == 0 {
@@ -173,7 +178,8 @@ func joinCgroups(dirs []string) string {
 }
 
 // TestPrivilegedEnforceAllowCgroup: under --enforce, writers in an allowed cgroup (config enforceAllow) or below
-// it may set release_agent; a cgroup whose name merely starts with the allowed one is not allowed.
+// it may set release_agent; a cgroup whose name merely starts with the allowed one is not allowed, nor is a
+// cgroup nested so deep that only its lower part, which looks allowed, fits the kernel's walk.
 func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
 	allowed := "/ewallow" + randomHex(t, 6)
 	cfg := filepath.Join(t.TempDir(), "escapewatch.yaml")
@@ -185,11 +191,15 @@ func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
 	inside := cgroupDirs(t, allowed[1:])
 	below := cgroupDirs(t, allowed[1:]+"/child")
 	lookalike := cgroupDirs(t, allowed[1:]+"x")
+	deep := cgroupDirs(t, "ewdeep"+randomHex(t, 4)+allowed+"/1/2/3/4/5/6/7/8/9/10/11")
 	for _, c := range []struct {
 		what    string
 		dirs    []string
 		allowed bool
-	}{{"in the allowed cgroup", inside, true}, {"below it", below, true}, {"in a look-alike cgroup", lookalike, false}} {
+	}{
+		{"in the allowed cgroup", inside, true}, {"below it", below, true}, {"in a look-alike cgroup", lookalike, false},
+		{"in a cgroup whose lower 12 levels look allowed", deep, false},
+	} {
 		value := "/" + strings.ReplaceAll(c.what, " ", "-")
 		argv := inNamespace("sh", "-c", joinCgroups(c.dirs)+shellAct+"echo "+value+" > "+h.Agent())
 		out, err := exec.Command(argv[0], argv[1:]...).Output()
