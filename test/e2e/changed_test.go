@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,37 +20,14 @@ func TestPrivilegedAgentChanged(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 
 	// Opened before the sensor starts; written after.
-	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; echo opened; read go; echo /early-fd-payload >&3")
-	early := exec.Command(argv[0], argv[1:]...)
-	stdin, err := early.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := early.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := early.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewReader(stdout)
-	line, err := lines.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	earlyAct := parseActor(t, line)
-	if opened, err := lines.ReadString('\n'); err != nil || opened != "opened\n" { // the open precedes the sensor
-		t.Fatalf("the early writer did not open release_agent: %q %v", opened, err)
-	}
-
+	early := startEarlyWriter(t, h.Agent(), "/early-fd-payload")
 	s := startSensor(t)
-	stdin.Write([]byte("go\n"))
-	if err := early.Wait(); err != nil {
+	if err := early.write(); err != nil || !early.wrote() {
 		t.Fatalf("the early writer: %v", err)
 	}
-	f := s.waitFor(t, "the write through an early descriptor", changedBy(earlyAct.HostPID))
+	f := s.waitFor(t, "the write through an early descriptor", changedBy(early.HostPID))
 	checkChanged(t, f, h.Agent(), h.Name, "/early-fd-payload", "") // mounted before the sensor: known empty
-	if got := s.matching(byPID(earlyAct.HostPID)); len(got) != 0 {
+	if got := s.matching(byPID(early.HostPID)); len(got) != 0 {
 		t.Errorf("TRC-1010 cannot see this open (it happened before the sensor started), yet: %s", s.summary())
 	}
 

@@ -95,39 +95,22 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 // others can only kill the writer once the handler ran, so the value is stored and the finding says killed.
 func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	h := testutil.MountHierarchy(t)
-	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+h.Agent()+"; echo opened; read go; echo /early-enforced >&3 && echo written")
-	early := exec.Command(argv[0], argv[1:]...)
-	stdin, err := early.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out syncBuffer
-	early.Stdout = &out
-	if err := early.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(waitLimit)
-	for !strings.Contains(out.String(), "opened\n") && time.Now().Before(deadline) { // the open precedes the sensor
-		time.Sleep(10 * time.Millisecond)
-	}
-	act := parseActor(t, out.String())
-
+	early := startEarlyWriter(t, h.Agent(), "/early-enforced")
 	s := startSensor(t, "--enforce")
-	stdin.Write([]byte("go\n"))
-	err = early.Wait()
-	f := s.waitFor(t, "the write through an early descriptor", changedBy(act.HostPID))
+	err := early.write()
+	f := s.waitFor(t, "the write through an early descriptor", changedBy(early.HostPID))
 	stored, _ := os.ReadFile(h.Agent())
 	if s.refuses() {
-		if err == nil || strings.Contains(out.String(), "written") || f.Event.Action != event.ActionDenied ||
+		if err == nil || early.wrote() || f.Event.Action != event.ActionDenied ||
 			f.Data["refused"] != true || strings.TrimSpace(string(stored)) != "" {
 			t.Errorf("%s: writer %v output %q, finding action %q refused %v, release_agent %q; want the write refused "+
-				"with EPERM, action denied, the value unchanged", s.backend(), err, out.String(), f.Event.Action, f.Data["refused"], stored)
+				"with EPERM, action denied, the value unchanged", s.backend(), err, early.out.String(), f.Event.Action, f.Data["refused"], stored)
 		}
 		return
 	}
-	if f.Event.Action != event.ActionKilled || f.Data["value"] != "/early-enforced" || strings.Contains(out.String(), "written") {
+	if f.Event.Action != event.ActionKilled || f.Data["value"] != "/early-enforced" || early.wrote() {
 		t.Errorf("%s: writer %v output %q, finding action %q value %v; want the writer killed after the write, action killed",
-			s.backend(), err, out.String(), f.Event.Action, f.Data["value"])
+			s.backend(), err, early.out.String(), f.Event.Action, f.Data["value"])
 	}
 }
 

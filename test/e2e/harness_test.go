@@ -323,6 +323,47 @@ func parseActor(t *testing.T, out string) actor {
 	return actor{HostPID: host, NSPID: ns, Comm: fields[2]}
 }
 
+// earlyWriter is a namespaced shell that opened a file for writing before the caller started a sensor, and
+// writes value through that descriptor (then prints "written") when told to.
+type earlyWriter struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   syncBuffer
+	actor
+}
+
+// startEarlyWriter returns once the shell has opened path.
+func startEarlyWriter(t *testing.T, path, value string) *earlyWriter {
+	t.Helper()
+	w := &earlyWriter{}
+	argv := inNamespace("sh", "-c", shellAct+"exec 3> "+path+"; echo opened; read go; echo "+value+" >&3 && echo written")
+	w.cmd = exec.Command(argv[0], argv[1:]...)
+	w.cmd.Stdout = &w.out
+	var err error
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(waitLimit); !strings.Contains(w.out.String(), "opened\n"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the early writer did not open %s: %q", path, w.out.String())
+		}
+	}
+	w.actor = parseActor(t, w.out.String())
+	return w
+}
+
+// write lets the shell write and returns how it exited.
+func (w *earlyWriter) write() error {
+	w.stdin.Write([]byte("go\n"))
+	return w.cmd.Wait()
+}
+
+// wrote reports whether the write returned to the shell.
+func (w *earlyWriter) wrote() bool { return strings.Contains(w.out.String(), "written") }
+
 // inNamespace wraps argv to run in new mount and pid namespaces, like `unshare -mpf` from a shell. /proc
 // stays the host's, so a process there can tell its host pid.
 func inNamespace(argv ...string) []string {
