@@ -134,6 +134,23 @@ func (r *ring) submit(e sqe) (int32, error) {
 	return c.Res, nil
 }
 
+// run submits request e (named what in errors) and returns its non-negative result. A request io_uring punts
+// to a worker thread comes back ECANCELED when the worker cannot be started in time (seen under qemu TCG);
+// submitting it again is what a real program would do.
+func (r *ring) run(e sqe, what string) (int32, error) {
+	res, err := r.submit(e)
+	for retry := 0; err == nil && res == -int32(unix.ECANCELED) && retry < 3; retry++ {
+		res, err = r.submit(e)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if res < 0 {
+		return 0, fmt.Errorf("%s: %w", what, unix.Errno(-res))
+	}
+	return res, nil
+}
+
 // ioUringOpen opens path for writing with IORING_OP_OPENAT and writes the payload path into it. With fixed,
 // the file goes into registered slot 0 instead of the descriptor table, then is written with IORING_OP_WRITE.
 func ioUringOpen(path string, fixed bool) error {
@@ -154,17 +171,9 @@ func ioUringOpen(path string, fixed bool) error {
 		}
 		open.FileIndex = 1 // slot 0
 	}
-	res, err := r.submit(open)
-	// A request that io_uring punts to a worker thread comes back ECANCELED when the worker cannot be started
-	// in time (seen under qemu TCG); submitting it again is what a real program would do.
-	for retry := 0; err == nil && res == -int32(unix.ECANCELED) && retry < 3; retry++ {
-		res, err = r.submit(open)
-	}
+	res, err := r.run(open, "IORING_OP_OPENAT")
 	if err != nil {
 		return err
-	}
-	if res < 0 {
-		return fmt.Errorf("IORING_OP_OPENAT: %w", unix.Errno(-res))
 	}
 	value := []byte(agentValue)
 	write := sqe{Opcode: opWrite, Fd: res, Addr: ptr(value), Len: uint32(len(value)), Off: ^uint64(0)}
@@ -173,13 +182,8 @@ func ioUringOpen(path string, fixed bool) error {
 	} else {
 		defer unix.Close(int(res))
 	}
-	if res, err = r.submit(write); err != nil {
-		return err
-	}
-	if res < 0 {
-		return fmt.Errorf("IORING_OP_WRITE: %w", unix.Errno(-res))
-	}
-	return nil
+	_, err = r.run(write, "IORING_OP_WRITE")
+	return err
 }
 
 // ioUringWrite writes value into path with IORING_OP_WRITE on a descriptor from open(2): no write-family
@@ -195,16 +199,6 @@ func ioUringWrite(path string, value []byte) error {
 		return err
 	}
 	defer unix.Close(r.fd)
-	write := sqe{Opcode: opWrite, Fd: int32(fd), Addr: ptr(value), Len: uint32(len(value)), Off: ^uint64(0)}
-	res, err := r.submit(write)
-	for retry := 0; err == nil && res == -int32(unix.ECANCELED) && retry < 3; retry++ {
-		res, err = r.submit(write)
-	}
-	if err != nil {
-		return err
-	}
-	if res < 0 {
-		return fmt.Errorf("IORING_OP_WRITE: %w", unix.Errno(-res))
-	}
-	return nil
+	_, err = r.run(sqe{Opcode: opWrite, Fd: int32(fd), Addr: ptr(value), Len: uint32(len(value)), Off: ^uint64(0)}, "IORING_OP_WRITE")
+	return err
 }
