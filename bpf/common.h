@@ -68,14 +68,22 @@ struct {
 	__type(value, struct ew_path_buf);
 } ew_path_scratch SEC(".maps");
 
-/* Kernels before 6.15 call the kernfs parent pointer "parent". */
-struct kernfs_node___old {
-	struct kernfs_node *parent;
+/* vmlinux.h is 6.1's (see scripts/generate.sh); these flavors read what later kernels renamed. */
+
+/* Since 6.15 the kernfs parent pointer is "__parent". */
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
 } __attribute__((preserve_access_index));
 
-/* Kernels before 6.6 keep the inode change time in one timespec64. */
-struct inode___old {
-	struct timespec64 i_ctime;
+/* 6.6 to 6.10 keep the inode change time in "__i_ctime"; since 6.11 in two fields. */
+struct inode___6_6 {
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___6_11 {
+	time64_t i_ctime_sec;
+	u32 i_ctime_nsec;
+	u32 unused_pad; /* never read: explicit padding for -Wpadded */
 } __attribute__((preserve_access_index));
 
 static __always_inline void ew_count(__u32 idx)
@@ -238,9 +246,11 @@ static __always_inline int ew_path_write(struct dentry *dentry, struct vfsmount 
 
 static __always_inline struct kernfs_node *ew_kn_parent(struct kernfs_node *kn)
 {
-	if (bpf_core_field_exists(kn->__parent))
-		return BPF_CORE_READ(kn, __parent);
-	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	struct kernfs_node___new *kn_new = (void *)kn;
+
+	if (bpf_core_field_exists(kn_new->__parent))
+		return BPF_CORE_READ(kn_new, __parent);
+	return BPF_CORE_READ(kn, parent);
 }
 
 struct ew_cgroup_walk {
@@ -394,12 +404,16 @@ static __always_inline void ew_record_file(struct ew_record *r, struct file *fil
 	r->inode = BPF_CORE_READ(inode, i_ino);
 	r->dev = BPF_CORE_READ(sb, s_dev);
 	r->fs_magic = BPF_CORE_READ(sb, s_magic);
-	if (bpf_core_field_exists(inode->i_ctime_sec)) {
-		r->ctime_ns = BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime_nsec);
-	} else {
-		struct inode___old *old = (void *)inode;
-		r->ctime_ns = BPF_CORE_READ(old, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(old, i_ctime.tv_nsec);
-	}
+	struct inode___6_11 *inode_6_11 = (void *)inode;
+	struct inode___6_6 *inode_6_6 = (void *)inode;
+	if (bpf_core_field_exists(inode_6_11->i_ctime_sec))
+		r->ctime_ns = BPF_CORE_READ(inode_6_11, i_ctime_sec) * 1000000000ULL +
+			      BPF_CORE_READ(inode_6_11, i_ctime_nsec);
+	else if (bpf_core_field_exists(inode_6_6->__i_ctime))
+		r->ctime_ns = BPF_CORE_READ(inode_6_6, __i_ctime.tv_sec) * 1000000000ULL +
+			      BPF_CORE_READ(inode_6_6, __i_ctime.tv_nsec);
+	else
+		r->ctime_ns = BPF_CORE_READ(inode, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime.tv_nsec);
 	ew_path_write(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), r->path, &r->facts);
 }
 

@@ -96,33 +96,40 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 	}
 }
 
-/* Kernels before 6.12 keep fixed files in an array of io_fixed_file. */
-struct io_fixed_file___old {
+/* Since 6.12 fixed files are io_rsrc_node pointers in file_table.data; before, an array of io_fixed_file
+ * (vmlinux.h's layout). */
+struct io_rsrc_node___new {
 	unsigned long file_ptr;
 } __attribute__((preserve_access_index));
 
-struct io_file_table___old {
-	struct io_fixed_file___old *files;
+struct io_rsrc_data___new {
+	struct io_rsrc_node___new **nodes;
+	unsigned int nr;
+	unsigned int unused_pad; /* never read: explicit padding for -Wpadded */
 } __attribute__((preserve_access_index));
 
-struct io_ring_ctx___old {
-	struct io_file_table___old file_table;
+struct io_file_table___new {
+	struct io_rsrc_data___new data;
+} __attribute__((preserve_access_index));
+
+struct io_ring_ctx___new {
+	struct io_file_table___new file_table;
 } __attribute__((preserve_access_index));
 
 static __always_inline struct file *io_fixed_file(struct io_ring_ctx *ctx, __u32 index)
 {
+	struct io_ring_ctx___new *ctx_new = (void *)ctx;
 	unsigned long ptr = 0;
 
-	if (bpf_core_field_exists(ctx->file_table.data)) {
-		struct io_rsrc_node **nodes = BPF_CORE_READ(ctx, file_table.data.nodes);
-		struct io_rsrc_node *node = NULL;
-		if (index >= BPF_CORE_READ(ctx, file_table.data.nr))
+	if (bpf_core_field_exists(ctx_new->file_table.data)) {
+		struct io_rsrc_node___new **nodes = BPF_CORE_READ(ctx_new, file_table.data.nodes);
+		struct io_rsrc_node___new *node = NULL;
+		if (index >= BPF_CORE_READ(ctx_new, file_table.data.nr))
 			return NULL;
 		bpf_probe_read_kernel(&node, sizeof(node), &nodes[index]);
 		ptr = BPF_CORE_READ(node, file_ptr);
 	} else {
-		struct io_ring_ctx___old *old = (void *)ctx;
-		struct io_fixed_file___old *files = BPF_CORE_READ(old, file_table.files);
+		struct io_fixed_file *files = BPF_CORE_READ(ctx, file_table.files);
 		bpf_probe_read_kernel(&ptr, sizeof(ptr), &files[index & 0xffff]);
 	}
 	return (struct file *)(ptr & FFS_MASK);

@@ -1,10 +1,11 @@
-// Package testutil holds helpers for privileged tests: the root check that skips on a laptop but fails in CI,
-// and private cgroup v1 hierarchies that never touch the host's own.
+// Package testutil holds helpers for privileged tests: the root and tool checks that skip on a laptop but fail
+// in CI, and private cgroup v1 hierarchies that never touch the host's own.
 package testutil
 
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,22 @@ func RequirePrivileged(t testing.TB) {
 		t.Fatalf("%s, and %s=1 forbids skipping", msg, RequirePrivilegedEnv)
 	}
 	t.Skip(msg)
+}
+
+// RequireTool returns the path of a program a test needs. Without it the test skips, naming the Debian
+// package that has it, or fails when RequirePrivilegedEnv=1 (CI), where a missing package must not hide a test.
+func RequireTool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("needs %s: apt-get install %s (%v)", name, debianPackage, err)
+	if os.Getenv(RequirePrivilegedEnv) == "1" {
+		t.Fatalf("%s, and %s=1 forbids skipping", msg, RequirePrivilegedEnv)
+	}
+	t.Skip(msg)
+	return ""
 }
 
 var hierarchySeq atomic.Uint64

@@ -87,34 +87,6 @@ func TestAddExecutable(t *testing.T) {
 
 func isLoader(p string) bool { return strings.Contains(filepath.Base(p), "ld-linux") }
 
-func TestParseMadison(t *testing.T) {
-	out := ` linux-image-6.1.0-55-cloud-amd64-unsigned | 6.1.190-1 | https://deb.debian.org/debian bookworm/main amd64 Packages
-linux-image-6.1.0-56-cloud-amd64-unsigned | 6.1.192-2 | https://deb.debian.org/debian-security bookworm-security/main amd64 Packages
-     linux-signed-amd64 | 6.1.192+2 | https://deb.debian.org/debian bookworm/main Sources
-`
-	want := []debPackage{
-		{"linux-image-6.1.0-55-cloud-amd64-unsigned", "6.1.190-1"},
-		{"linux-image-6.1.0-56-cloud-amd64-unsigned", "6.1.192-2"},
-	}
-	if got := parseMadison(out); !slices.Equal(got, want) {
-		t.Fatalf("parseMadison = %v, want %v", got, want)
-	}
-}
-
-func TestNewestPackage(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/dpkg"); err != nil {
-		t.Skip("needs dpkg, as FetchKernel does")
-	}
-	pkgs := []debPackage{{"a", "6.1.99-1"}, {"b", "6.1.100-1"}, {"c", "6.1.100~rc1-1"}}
-	got, err := newestPackage(t.Context(), pkgs)
-	if err != nil || got.name != "b" {
-		t.Fatalf("newestPackage = %v, %v; want b (dpkg ordering, not string ordering)", got, err)
-	}
-	if _, err := newestPackage(t.Context(), nil); err == nil {
-		t.Fatal("no packages gave no error")
-	}
-}
-
 func TestDefaultCacheDir(t *testing.T) {
 	t.Setenv(CacheDirEnv, "/some/where")
 	if dir, err := DefaultCacheDir(); err != nil || dir != "/some/where" {

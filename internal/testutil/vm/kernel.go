@@ -3,7 +3,8 @@ package vm
 import (
 	"archive/tar"
 	"context"
-	"errors"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -13,10 +14,12 @@ import (
 	"strings"
 )
 
-// Kernel is one kernel of the matrix.
+// Kernel is one pinned Debian kernel package (see kernels.go).
 type Kernel struct {
 	Name    string // e.g. "debian-6.1"
-	Package string // apt package name pattern, e.g. "linux-image-6.1.0-*-cloud-amd64-unsigned"
+	Package string // the binary package, e.g. "linux-image-6.1.0-50-cloud-amd64-unsigned"
+	Version string // its exact Debian version
+	SHA256  string // of the .deb, checked before anything is extracted from it
 }
 
 // CacheDirEnv names the directory that DefaultCacheDir returns when set.
@@ -34,95 +37,23 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(dir, "escapewatch-vm"), nil
 }
 
-// FetchKernel returns the path of the kernel image of the newest package that k.Package matches in the
-// apt lists, downloading the package with apt-get and extracting the image into cacheDir on first use.
-// The cache is keyed by package name and version, and a cached image is used without any download.
+// FetchKernel returns the path of k's kernel image, downloading the pinned package with apt-get and extracting
+// the image into cacheDir on first use. The cache is keyed by package name and version; a cached image is used
+// without any download.
 func FetchKernel(ctx context.Context, k Kernel, cacheDir string) (string, error) {
-	pkg, err := resolvePackage(ctx, k.Package)
-	if err != nil {
-		return "", fmt.Errorf("kernel %s: %w", k.Name, err)
-	}
-	image := filepath.Join(cacheDir, pkg.name+"_"+pkg.version, "vmlinuz")
+	image := filepath.Join(cacheDir, k.Package+"_"+k.Version, "vmlinuz")
 	if _, err := os.Stat(image); err == nil {
 		return image, nil
 	}
-	if err := downloadKernel(ctx, pkg, image); err != nil {
+	if err := downloadKernel(ctx, k, image); err != nil {
 		return "", fmt.Errorf("kernel %s: %w", k.Name, err)
 	}
 	return image, nil
 }
 
-// debPackage is one version of a Debian package.
-type debPackage struct {
-	name, version string
-}
-
-// resolvePackage finds the newest version of the packages whose names match pattern, from the local
-// apt lists only.
-func resolvePackage(ctx context.Context, pattern string) (debPackage, error) {
-	if _, err := path.Match(pattern, ""); err != nil {
-		return debPackage{}, fmt.Errorf("package pattern %q: %w", pattern, err)
-	}
-	prefix := pattern
-	if i := strings.IndexAny(pattern, `*?[\`); i >= 0 {
-		prefix = pattern[:i]
-	}
-	out, err := command(ctx, "apt-cache", "pkgnames", prefix)
-	if err != nil {
-		return debPackage{}, err
-	}
-	var names []string
-	for _, name := range strings.Fields(out) {
-		if ok, _ := path.Match(pattern, name); ok {
-			names = append(names, name)
-		}
-	}
-	if len(names) == 0 {
-		return debPackage{}, fmt.Errorf("no package matches %q in the apt lists: run apt-get update", pattern)
-	}
-	out, err = command(ctx, "apt-cache", append([]string{"madison"}, names...)...)
-	if err != nil {
-		return debPackage{}, err
-	}
-	return newestPackage(ctx, parseMadison(out))
-}
-
-// parseMadison returns the binary package versions that `apt-cache madison` lists, lines like
-// "linux-image-6.1.0-56-cloud-amd64-unsigned | 6.1.158-1 | https://deb.debian.org/debian bookworm/main amd64 Packages".
-func parseMadison(out string) []debPackage {
-	var pkgs []debPackage
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Split(line, "|")
-		if len(f) != 3 || !strings.HasSuffix(strings.TrimSpace(f[2]), " Packages") {
-			continue // a source package, or not a version line
-		}
-		pkgs = append(pkgs, debPackage{name: strings.TrimSpace(f[0]), version: strings.TrimSpace(f[1])})
-	}
-	return pkgs
-}
-
-// newestPackage compares versions with dpkg, whose ordering rules (epochs, ~, revisions) are its own.
-func newestPackage(ctx context.Context, pkgs []debPackage) (debPackage, error) {
-	if len(pkgs) == 0 {
-		return debPackage{}, errors.New("apt-cache madison listed no binary package version: run apt-get update")
-	}
-	best := pkgs[0]
-	for _, p := range pkgs[1:] {
-		err := exec.CommandContext(ctx, "dpkg", "--compare-versions", p.version, "gt", best.version).Run()
-		var exitErr *exec.ExitError
-		switch {
-		case err == nil:
-			best = p
-		case !errors.As(err, &exitErr):
-			return debPackage{}, fmt.Errorf("dpkg --compare-versions (is this Debian?): %w", err)
-		}
-	}
-	return best, nil
-}
-
 // downloadKernel downloads pkg into a scratch directory beside image and extracts its boot/vmlinuz-*
 // to image, atomically so that a concurrent FetchKernel sees the whole image or none.
-func downloadKernel(ctx context.Context, pkg debPackage, image string) error {
+func downloadKernel(ctx context.Context, k Kernel, image string) error {
 	dir := filepath.Dir(image)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create the kernel cache: %w", err)
@@ -132,14 +63,18 @@ func downloadKernel(ctx context.Context, pkg debPackage, image string) error {
 		return fmt.Errorf("create the kernel cache: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	get := exec.CommandContext(ctx, "apt-get", "download", pkg.name+"="+pkg.version)
+	get := exec.CommandContext(ctx, "apt-get", "download", k.Package+"="+k.Version)
 	get.Dir = scratch
 	if out, err := get.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get download %s=%s (run apt-get update if the version is gone): %w\n%s", pkg.name, pkg.version, err, out)
+		return fmt.Errorf("apt-get download %s=%s: %w\n%s\nRun apt-get update (the package is in Debian 12's main suite); "+
+			"if the archive no longer has this version, pin another in internal/testutil/vm/kernels.go", k.Package, k.Version, err, out)
 	}
 	debs, err := filepath.Glob(filepath.Join(scratch, "*.deb"))
 	if err != nil || len(debs) != 1 {
-		return fmt.Errorf("apt-get download %s left %d .deb files, want 1", pkg.name, len(debs))
+		return fmt.Errorf("apt-get download %s left %d .deb files, want 1", k.Package, len(debs))
+	}
+	if err := checkSHA256(debs[0], k.SHA256); err != nil {
+		return err
 	}
 	tmp := filepath.Join(scratch, "vmlinuz")
 	if err := extractKernel(ctx, debs[0], tmp); err != nil {
@@ -199,14 +134,20 @@ func copyKernelImage(tr *tar.Reader, dst string) (bool, error) {
 	}
 }
 
-// command runs name with args and returns its stdout, or an error that includes its stderr.
-func command(ctx context.Context, name string, args ...string) (string, error) {
-	var stderr strings.Builder
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+// checkSHA256 refuses a file whose SHA-256 is not want: the pin names one exact build, not whatever the
+// mirror serves under that version.
+func checkSHA256(file, want string) error {
+	f, err := os.Open(file)
 	if err != nil {
-		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.String())
+		return err
 	}
-	return string(out), nil
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("hash %s: %w", file, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("%s has SHA-256 %s, but the pin says %s: the mirror serves another build under this version", filepath.Base(file), got, want)
+	}
+	return nil
 }

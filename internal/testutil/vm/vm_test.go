@@ -13,7 +13,7 @@ import (
 	"escapewatch/internal/testutil/vm"
 )
 
-var debian61 = vm.Kernel{Name: "debian-6.1", Package: "linux-image-6.1.0-*-cloud-amd64-unsigned"}
+var debian61 = vm.Debian61
 
 // bpfLSM is the LSM list that enables BPF LSM on a kernel that has it built in but not enabled.
 const bpfLSM = "lsm=lockdown,capability,landlock,bpf"
@@ -25,6 +25,7 @@ const probeLines = 2000
 func fetchKernel(t *testing.T) string {
 	t.Helper()
 	testutil.RequirePrivileged(t)
+	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	dir, err := vm.DefaultCacheDir()
 	if err != nil {
 		t.Fatal(err)
