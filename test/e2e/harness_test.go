@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	sensorBin, triggerBin = filepath.Join(dir, "escapewatch"), filepath.Join(dir, "trigger")
-	if err := BuildBinaries(dir); err != nil {
+	if err := buildBinaries(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -53,13 +53,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// BuildBinaries builds the sensor and the trigger helper, static, into dir.
-func BuildBinaries(dir string) error {
-	for bin, pkg := range map[string]string{"escapewatch": "escapewatch/cmd/escapewatch", "trigger": "escapewatch/test/e2e/trigger"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+// buildBinaries builds the sensor and the trigger helper into dir: static, or the sensor with the race
+// detector (which needs cgo) when the suite runs under it. The trigger stays static: it runs in containers.
+func buildBinaries(dir string) error {
+	builds := []struct {
+		bin, pkg string
+		race     bool
+	}{
+		{"escapewatch", "escapewatch/cmd/escapewatch", raceDetector},
+		{"trigger", "escapewatch/test/e2e/trigger", false},
+	}
+	for _, b := range builds {
+		args, env := []string{"build", "-o", filepath.Join(dir, b.bin)}, "CGO_ENABLED=0"
+		if b.race {
+			args, env = append(args, "-race"), "CGO_ENABLED=1"
+		}
+		cmd := exec.Command("go", append(args, b.pkg)...)
+		cmd.Env = append(os.Environ(), env)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", pkg, err, out)
+			return fmt.Errorf("build %s: %w\n%s", b.pkg, err, out)
 		}
 	}
 	return nil
@@ -136,6 +148,9 @@ func startSensor(t *testing.T, args ...string) *sensor {
 			if code := s.stop(syscall.SIGINT); code != 0 {
 				t.Errorf("sensor exited with %d on SIGINT; stderr:\n%s", code, s.stderr.String())
 			}
+		}
+		if strings.Contains(s.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in the sensor")
 		}
 		if t.Failed() {
 			t.Logf("sensor %v stderr:\n%s", args, s.stderr.String())

@@ -24,11 +24,8 @@ type runcContainer struct {
 // default capabilities plus CAP_SYS_ADMIN (the escape's precondition) and the given cgroupsPath.
 func newRuncContainer(t *testing.T, cgroupsPath, script string) *runcContainer {
 	t.Helper()
-	for _, tool := range []string{"runc", "/bin/busybox"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (apt-get install runc busybox-static): %v", tool, err)
-		}
-	}
+	testutil.RequireTool(t, "runc", "runc")
+	testutil.RequireTool(t, "/bin/busybox", "busybox-static")
 	c := &runcContainer{id: filepath.Base(cgroupsPath), bundle: t.TempDir(), state: t.TempDir(), cgroupsPath: cgroupsPath}
 	rootfs := filepath.Join(c.bundle, "rootfs")
 	for _, dir := range []string{"bin", "proc", "sys", "dev", "tmp", "mnt"} {

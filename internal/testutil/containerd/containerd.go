@@ -64,8 +64,8 @@ disabled_plugins = [
 func Start(t testing.TB) *Daemon {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	bin := requireTool(t, "containerd")
-	d := &Daemon{dir: t.TempDir(), ctr: requireTool(t, "ctr")}
+	bin := testutil.RequireTool(t, "containerd", "containerd")
+	d := &Daemon{dir: t.TempDir(), ctr: testutil.RequireTool(t, "ctr", "containerd")}
 	d.Socket = filepath.Join(d.dir, "containerd.sock")
 	configPath := filepath.Join(d.dir, "containerd.toml")
 	body := fmt.Sprintf(config,
@@ -123,22 +123,6 @@ func (d *Daemon) Remove(t testing.TB, namespace, id string) {
 	if slices.Contains(strings.Fields(d.Ctr(t, "--namespace", namespace, "containers", "list", "--quiet")), id) {
 		d.Ctr(t, "--namespace", namespace, "containers", "delete", id)
 	}
-}
-
-// requireTool returns the path of a program the test needs, skipping without it unless privileged tests are
-// required (CI), where a missing package must fail rather than hide the test.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("needs %s (Debian: apt-get install containerd busybox-static): %v", name, err)
-	if os.Getenv(testutil.RequirePrivilegedEnv) == "1" {
-		t.Fatalf("%s, and %s=1 forbids skipping", msg, testutil.RequirePrivilegedEnv)
-	}
-	t.Skip(msg)
-	return ""
 }
 
 func stop(t testing.TB, cmd *exec.Cmd, exited <-chan error) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"escapewatch/internal/testutil"
+
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -23,7 +25,7 @@ var busyboxApplets = []string{"sh", "mount", "mkdir", "echo", "cat", "sleep"}
 // entrypoint. It returns the manifest's digest, which containerd keeps as the image's target.
 func (d *Daemon) ImportBusybox(t testing.TB, imageName string) (manifestDigest string) {
 	t.Helper()
-	bin, err := os.ReadFile(requireTool(t, "busybox"))
+	bin, err := os.ReadFile(testutil.RequireTool(t, "busybox", "busybox-static"))
 	if err != nil {
 		t.Fatal(err)
 	}

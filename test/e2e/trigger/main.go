@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func act(method, path string, rest []string) error {
 		return ioUringOpen(path, true)
 	case "fsconfig": // fsconfig PATH(ignored) NAME VALUE...: a named cgroup v1 context with release_agent, never mounted
 		if len(rest) < 2 {
-			return fmt.Errorf("fsconfig needs NAME VALUE...")
+			return errors.New("fsconfig needs NAME VALUE (more pairs may follow)")
 		}
 		fd, err := unix.Fsopen("cgroup", unix.FSOPEN_CLOEXEC)
 		if err != nil {

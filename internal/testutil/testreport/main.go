@@ -1,0 +1,148 @@
+// Command testreport reads `go test -json` on stdin and prints what a CI log needs: each package's result, the
+// whole output of every failed test, the output of the packages named by -show as it arrives, and the tests
+// that skipped. A skip not in the allow-list (-skips FILE) fails the run, as does any failure: with
+// ESCAPEWATCH_REQUIRE_PRIVILEGED=1, a skipped test is a test that did not run.
+//
+//	go test -json ./... | go run ./internal/testutil/testreport -skips test/allowed-skips.txt
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"escapewatch/internal/testutil/skips"
+)
+
+// testEvent is one line of `go test -json` (cmd/test2json).
+type testEvent struct {
+	Time    time.Time
+	Action  string
+	Package string
+	Test    string
+	Elapsed float64
+	Output  string
+}
+
+func main() {
+	skipsFile := flag.String("skips", "", "the allow-list of tests that may skip (see internal/testutil/skips)")
+	show := flag.String("show", "", "comma-separated packages whose whole output is printed as it arrives")
+	flag.Parse()
+	allowed := skips.List{}
+	if *skipsFile != "" {
+		var err error
+		if allowed, err = skips.Load(*skipsFile); err != nil {
+			fmt.Fprintln(os.Stderr, "testreport:", err)
+			os.Exit(2)
+		}
+	}
+	var showPackages []string
+	if *show != "" {
+		showPackages = strings.Split(*show, ",")
+	}
+	if err := report(os.Stdin, os.Stdout, allowed, showPackages); err != nil {
+		fmt.Fprintln(os.Stderr, "testreport:", err)
+		os.Exit(1)
+	}
+}
+
+type key struct{ pkg, test string }
+
+func report(in io.Reader, out io.Writer, allowed skips.List, show []string) error {
+	outputs := map[key]*strings.Builder{} // buffered until the test ends
+	var failed, badSkips, okSkips []string
+	packages := 0
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var ev testEvent
+		if err := json.Unmarshal(line, &ev); err != nil || ev.Action == "" {
+			fmt.Fprintf(out, "%s\n", line) // not test2json: the go command's own output (a build error, say)
+			continue
+		}
+		k := key{ev.Package, ev.Test}
+		shown := slices.Contains(show, ev.Package)
+		switch ev.Action {
+		case "output":
+			if shown {
+				fmt.Fprint(out, ev.Output)
+				continue
+			}
+			b := outputs[k]
+			if b == nil {
+				b = &strings.Builder{}
+				outputs[k] = b
+			}
+			b.WriteString(ev.Output)
+		case "fail":
+			if !shown && outputs[k] != nil {
+				fmt.Fprint(out, outputs[k].String())
+			}
+			if ev.Test != "" {
+				failed = append(failed, ev.Package+" "+ev.Test)
+			} else {
+				packages++
+				fmt.Fprintf(out, "FAIL\t%s\t%.1fs\n", ev.Package, ev.Elapsed)
+			}
+			delete(outputs, k)
+		case "pass":
+			if ev.Test == "" {
+				packages++
+				fmt.Fprintf(out, "ok  \t%s\t%.1fs\n", ev.Package, ev.Elapsed)
+			}
+			delete(outputs, k)
+		case "skip":
+			if ev.Test == "" {
+				delete(outputs, k) // a package without tests
+				continue
+			}
+			reason := lastLine(outputs[k])
+			entry := fmt.Sprintf("%s %s: %s", ev.Package, ev.Test, reason)
+			if allowed.Allows(skips.Host, ev.Package, ev.Test) {
+				okSkips = append(okSkips, entry)
+			} else {
+				badSkips = append(badSkips, entry)
+			}
+			delete(outputs, k)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read go test -json: %w", err)
+	}
+	for _, s := range okSkips {
+		fmt.Fprintf(out, "skipped (allowed): %s\n", s)
+	}
+	var errs []error
+	for _, s := range badSkips {
+		errs = append(errs, fmt.Errorf("skipped, and not in the allow-list: %s", s))
+	}
+	if len(failed) > 0 {
+		errs = append(errs, fmt.Errorf("%d tests failed: %s", len(failed), strings.Join(failed, ", ")))
+	}
+	if packages == 0 {
+		errs = append(errs, errors.New("no package reported a result"))
+	}
+	return errors.Join(errs...)
+}
+
+// lastLine is the last line of a test's output that go test did not write itself: the reason t.Skip gave.
+func lastLine(b *strings.Builder) string {
+	if b != nil {
+		lines := strings.Split(b.String(), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			l := strings.TrimSpace(lines[i])
+			if l != "" && !strings.HasPrefix(l, "--- ") && !strings.HasPrefix(l, "=== ") {
+				return l
+			}
+		}
+	}
+	return "(no reason given)"
+}
