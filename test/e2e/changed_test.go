@@ -27,7 +27,7 @@ func TestPrivilegedAgentChanged(t *testing.T) {
 	}
 	f := s.waitFor(t, "the write through an early descriptor", changedBy(early.HostPID))
 	checkChanged(t, f, h.Agent(), h.Name, "/early-fd-payload", "") // mounted before the sensor: known empty
-	if got := s.matching(byPID(early.HostPID)); len(got) != 0 {
+	if got := s.matching(trc1010By(early.HostPID)); len(got) != 0 {
 		t.Errorf("TRC-1010 cannot see this open (it happened before the sensor started), yet: %s", s.summary())
 	}
 
@@ -142,7 +142,7 @@ func TestPrivilegedAgentChangedReceivedDescriptor(t *testing.T) {
 	}
 	f := s.waitFor(t, "the write through a received descriptor", changedBy(act.HostPID))
 	checkChanged(t, f, h.Agent(), h.Name, "/received-fd-payload", "")
-	if got := s.matching(byPID(act.HostPID)); len(got) != 0 {
+	if got := s.matching(trc1010By(act.HostPID)); len(got) != 0 {
 		t.Errorf("the writer never opened the file, yet TRC-1010 fired for it: %s", s.summary())
 	}
 }
@@ -197,7 +197,7 @@ func TestPrivilegedAgentChangedDetachedMount(t *testing.T) {
 	if f.Data["value"] != "/detached-payload" || f.arg("hierarchy") != name || f.Data["refused"] != false {
 		t.Errorf("detached mount: data %v hierarchy %v; want value /detached-payload, hierarchy %s", f.Data, f.arg("hierarchy"), name)
 	}
-	s.waitFor(t, "TRC-1010 for the open in a detached mount", byPID(act.HostPID))
+	s.waitFor(t, "TRC-1010 for the open in a detached mount", trc1010By(act.HostPID))
 }
 
 // TestPrivilegedAgentChangedShellTools: the everyday tools write the value as EW-1001 and open it as TRC-1010.

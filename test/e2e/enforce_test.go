@@ -62,7 +62,7 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 		escapeScript(h.Name, nsDir, agentScript(t, blocked)))
 	out, _ := cmd.CombinedOutput() // killed or refused: it fails either way
 	act := parseActor(t, string(out))
-	f := s.waitFor(t, "the namespaced escape", byPID(act.HostPID))
+	f := s.waitFor(t, "the namespaced escape", trc1010By(act.HostPID))
 	want := event.ActionKilled
 	if s.refuses() {
 		want = event.ActionDenied
@@ -195,7 +195,7 @@ func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
 			continue
 		}
 		// Stopped at the open: TRC-1010 says what was done.
-		f := s.waitFor(t, c.what, byPID(act.HostPID))
+		f := s.waitFor(t, c.what, trc1010By(act.HostPID))
 		if err == nil || f.Event.Action == event.ActionAlert {
 			t.Errorf("%s: writer %v, action %q; want the write stopped", c.what, err, f.Event.Action)
 		}

@@ -271,7 +271,7 @@ func (s *sensor) summary() string {
 	defer s.mu.Unlock()
 	var b strings.Builder
 	for _, f := range s.findings {
-		fmt.Fprintf(&b, "\n  pid=%d comm=%s %s %v origin=%s", f.Event.HostProcessID, f.Event.ProcessName,
+		fmt.Fprintf(&b, "\n  %s pid=%d comm=%s %s %v origin=%s", f.SigMetadata.ID, f.Event.HostProcessID, f.Event.ProcessName,
 			f.Event.EventName, f.Event.Args, f.Event.Origin)
 	}
 	for _, l := range s.badLines {
@@ -286,9 +286,14 @@ type actor struct {
 	Comm           string
 }
 
-// byPID matches the TRC-1010 findings of process pid.
-func byPID(pid int) func(finding) bool {
+// trc1010By matches the TRC-1010 findings of process pid.
+func trc1010By(pid int) func(finding) bool {
 	return func(f finding) bool { return f.Event.HostProcessID == pid && f.SigMetadata.ID == "TRC-1010" }
+}
+
+// anyBy matches the findings of any rule for process pid: what must-not-alert cases check.
+func anyBy(pid int) func(finding) bool {
+	return func(f finding) bool { return f.Event.HostProcessID == pid }
 }
 
 // changedBy matches the EW-1001 (release_agent changed) findings of process pid.

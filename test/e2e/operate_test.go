@@ -49,7 +49,7 @@ func TestPrivilegedMetricsAndHealth(t *testing.T) {
 	}
 	h := testutil.MountHierarchy(t)
 	act := runAct(t, inNamespace(triggerBin, "open", h.Agent(), "O_WRONLY")...)
-	s.waitFor(t, "the open", byPID(act.HostPID))
+	s.waitFor(t, "the open", trc1010By(act.HostPID))
 	s.waitFor(t, "the write", changedBy(act.HostPID))
 	// A finding reaches stdout a moment before its delivery is counted: scrape until the counts settle.
 	want := []string{
@@ -179,7 +179,7 @@ func TestPrivilegedWebhookOutage(t *testing.T) {
 	var pids []int
 	for range 3 {
 		pid := write()
-		s.waitFor(t, "a write while the webhook is down", byPID(pid))
+		s.waitFor(t, "a write while the webhook is down", trc1010By(pid))
 		pids = append(pids, pid)
 	}
 	rcv.setDown(false)
@@ -188,7 +188,7 @@ func TestPrivilegedWebhookOutage(t *testing.T) {
 	// Down again; the sensor dies without any chance to flush.
 	rcv.setDown(true)
 	pid := write()
-	s.waitFor(t, "a write before the crash", byPID(pid))
+	s.waitFor(t, "a write before the crash", trc1010By(pid))
 	s.cmd.Process.Kill()
 	<-s.exited
 	rcv.setDown(false)
@@ -202,7 +202,7 @@ func TestPrivilegedAggregation(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	act := runAct(t, inNamespace("sh", "-c", shellAct+"for i in 1 2 3 4 5; do echo /payload > "+h.Agent()+"; done")...)
 	s.waitFor(t, "the aggregate", func(f finding) bool { return f.Event.HostProcessID == act.HostPID && f.aggregate > 0 })
-	got := s.matching(byPID(act.HostPID))
+	got := s.matching(trc1010By(act.HostPID))
 	if len(got) != 2 || got[0].aggregate != 0 || got[1].aggregate != 4 {
 		t.Errorf("want the first finding, then one aggregate of 4 repeats; got %s", s.summary())
 	}
@@ -215,7 +215,7 @@ func TestPrivilegedOutputFileRotation(t *testing.T) {
 	s := startSensor(t, "--output-file", path)
 	h := testutil.MountHierarchy(t)
 	before := runAct(t, inNamespace("sh", "-c", shellAct+"echo /before-rotation > "+h.Agent())...)
-	s.waitFor(t, "the finding before rotation", byPID(before.HostPID))
+	s.waitFor(t, "the finding before rotation", trc1010By(before.HostPID))
 	s.waitFor(t, "the change before rotation", changedBy(before.HostPID))
 	// Both are on stdout; the file sink comes right after it.
 	for deadline := time.Now().Add(waitLimit); ; time.Sleep(20 * time.Millisecond) {
@@ -229,7 +229,7 @@ func TestPrivilegedOutputFileRotation(t *testing.T) {
 	s.cmd.Process.Signal(syscall.SIGHUP)
 	waitForLog(t, s, "SIGHUP: output files reopened")
 	after := runAct(t, inNamespace("sh", "-c", shellAct+"echo /after-rotation > "+h.Agent())...)
-	s.waitFor(t, "the finding after rotation", byPID(after.HostPID))
+	s.waitFor(t, "the finding after rotation", trc1010By(after.HostPID))
 	for _, c := range []struct {
 		file       string
 		has, lacks string

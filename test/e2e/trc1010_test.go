@@ -122,7 +122,7 @@ func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 			h := testutil.MountHierarchy(t)
 			extra := t.TempDir()
 			act := runAct(t, inNamespace(tc.argv(h.Agent(), extra)...)...)
-			f := s.waitFor(t, tc.name, byPID(act.HostPID))
+			f := s.waitFor(t, tc.name, trc1010By(act.HostPID))
 
 			wantPath := h.Agent()
 			if tc.pathname != nil {
