@@ -26,38 +26,48 @@ import (
 const testTag = "ghcr.io/escapewatch/escapewatch:v0.0.0-test"
 
 var (
-	buildOnce   sync.Once
-	builtBinary string
+	buildMu     sync.Mutex
+	buildDir    string
 	buildErr    error
+	builtBinary = map[string]string{}
 )
 
-// escapewatchBinary builds the real sensor once for the package's tests, as the README says to
-// (CGO_ENABLED=0), into a directory removed when the tests end.
-func escapewatchBinary(t *testing.T) string {
+// staticBinary builds the package pkg once for the package's tests, as the README says to (CGO_ENABLED=0),
+// into a directory removed when the tests end.
+func staticBinary(t *testing.T, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ociimage-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBinary = filepath.Join(dir, "escapewatch")
-		cmd := exec.Command("go", "build", "-o", builtBinary, "escapewatch/cmd/escapewatch")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build escapewatch/cmd/escapewatch: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := builtBinary[pkg]; ok {
+		return bin
 	}
-	return builtBinary
+	if buildDir == "" {
+		if buildDir, buildErr = os.MkdirTemp("", "ociimage-test-"); buildErr != nil {
+			t.Fatal(buildErr)
+		}
+	}
+	bin := filepath.Join(buildDir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	builtBinary[pkg] = bin
+	return bin
+}
+
+// escapewatchBinary is the real sensor, for the tests that run what the image holds.
+func escapewatchBinary(t *testing.T) string { return staticBinary(t, "escapewatch/cmd/escapewatch") }
+
+// smallBinary is a small static executable, for the tests of what the image builder does with any binary.
+func smallBinary(t *testing.T) string {
+	return staticBinary(t, "escapewatch/internal/ociimage/testdata/static")
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if builtBinary != "" {
-		os.RemoveAll(filepath.Dir(builtBinary))
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
 }
@@ -144,7 +154,7 @@ func TestImageRoundTrip(t *testing.T) {
 // TestBuildReproducible: the digest depends on the inputs only, so a rebuild of a release can be checked
 // against the published image.
 func TestBuildReproducible(t *testing.T) {
-	bin := escapewatchBinary(t)
+	bin := smallBinary(t)
 	base := Options{Version: "v1.0.0", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	digest := func(o Options) v1.Hash {
 		t.Helper()
@@ -194,7 +204,7 @@ func TestBuildRejects(t *testing.T) {
 		{"missing binary", filepath.Join(dir, "nope"), "", "CGO_ENABLED=0 go build"},
 		{"not ELF", text, "", "is not an ELF executable"},
 		{"dynamically linked", dynamicELF(t), "", "rebuild it with CGO_ENABLED=0"},
-		{"missing CA bundle", escapewatchBinary(t), filepath.Join(dir, "nope.crt"), "reading the CA bundle"},
+		{"missing CA bundle", smallBinary(t), filepath.Join(dir, "nope.crt"), "reading the CA bundle"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.binary == "" {
@@ -209,7 +219,7 @@ func TestBuildRejects(t *testing.T) {
 }
 
 func TestWriteTarballRejectsBadTag(t *testing.T) {
-	img, err := Build(escapewatchBinary(t), Options{})
+	img, err := Build(smallBinary(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
