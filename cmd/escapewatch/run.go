@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -145,11 +146,13 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}()
 
-	var s *sensor.Sensor
+	// The metrics endpoint serves while the sensor loads (the programs can take seconds), so its sources read
+	// the sensor through live, which holds nothing until Open returned. Sensor.Stats stays valid after Close.
+	var live atomic.Pointer[sensor.Sensor]
 	m := metrics.New(buildVersion(), metrics.Sources{
-		KernelEmitted: func() uint64 { return sensorStat(s).KernelEmitted },
-		KernelDropped: func() uint64 { return sensorStat(s).KernelDropped },
-		Undecodable:   func() uint64 { return sensorStat(s).DecodeErrors },
+		KernelEmitted: func() uint64 { return sensorStat(live.Load()).KernelEmitted },
+		KernelDropped: func() uint64 { return sensorStat(live.Load()).KernelDropped },
+		Undecodable:   func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:         func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		EnrichHits:    func() uint64 { return runtimes.Stats().Hits },
 		EnrichMisses:  func() uint64 { return runtimes.Stats().Misses },
@@ -163,7 +166,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer stop()
 	}
 
-	s, err = sensor.Open(sensor.Config{
+	s, err := sensor.Open(sensor.Config{
 		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, EnforceAllowCgroups: enforceAllowCgroups(cfg),
 		Classifier: classifier, Runtimes: runtimes, Logger: log,
 	})
@@ -171,6 +174,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer s.Close()
+	live.Store(s)
 	m.Ready(s.Backend())
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
 		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "enforce_allow", enforceAllowCgroups(cfg), "version", buildVersion())

@@ -30,7 +30,7 @@ type Config struct {
 	// release_agent at the root of a cgroup v1 hierarchy.
 	AnyFS bool
 	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
-	// lsm backend, killed on the others.
+	// lsm and fentry backends (fmod_ret), killed on kprobe and tracepoint.
 	Enforce bool
 	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
 	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.
@@ -55,6 +55,9 @@ type Sensor struct {
 	anyFS    bool
 	enforce  bool
 	log      *slog.Logger
+
+	statsMu sync.Mutex // orders Stats with Close: Close reads the kernel's counters a last time, then frees them
+	final   *Stats     // those last counters, set by Close and returned by Stats from then on
 
 	records      atomic.Uint64 // records read from the ring buffer
 	decodeErrors atomic.Uint64 // records that could not be decoded (never expected: a layout bug)
@@ -285,12 +288,24 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 	emit(&ev)
 }
 
-// Stats returns the counters so far, the kernel's included.
+// Stats returns the counters so far, the kernel's included. It is safe to call at any time, also while and
+// after the sensor closes: the kernel's counters are then those Close read last, so they never go back.
 func (s *Sensor) Stats() Stats {
 	st := Stats{Records: s.records.Load(), DecodeErrors: s.decodeErrors.Load(), Filtered: s.filtered.Load()}
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if s.final != nil {
+		st.KernelEmitted, st.KernelDropped = s.final.KernelEmitted, s.final.KernelDropped
+		return st
+	}
+	s.readKernelCounters(&st)
+	return st
+}
+
+// readKernelCounters reads the kernel's counters into st (0 for one that cannot be read); statsMu is held.
+func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelEmitted, _ = s.counter(kernelEwCounterEW_COUNTER_EMITTED)
 	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
-	return st
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
@@ -353,9 +368,15 @@ func (s *Sensor) detach() {
 	s.links = nil
 }
 
-// Close detaches every program and frees the kernel objects.
+// Close detaches every program and frees the kernel objects; Stats keeps reporting the last counters.
 func (s *Sensor) Close() error {
 	s.detach()
+	s.statsMu.Lock()
+	if s.final == nil {
+		s.final = &Stats{}
+		s.readKernelCounters(s.final) // detached: nothing counts any more
+	}
+	s.statsMu.Unlock()
 	var errs []error
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
