@@ -20,6 +20,7 @@ import (
 
 	"escapewatch/internal/enrich"
 	"escapewatch/internal/event"
+	"escapewatch/internal/sensoropt"
 )
 
 // Config selects the hooks and what the kernel side lets through.
@@ -171,10 +172,11 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	return s, nil
 }
 
-// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h).
+// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h), as the configuration
+// checks them.
 const (
-	MaxEnforceAllow    = 16
-	MaxEnforceAllowLen = 128
+	MaxEnforceAllow    = sensoropt.MaxEnforceAllow
+	MaxEnforceAllowLen = sensoropt.MaxEnforceAllowLen
 )
 
 // setAllowedCgroups hands the allowed cgroup path prefixes to the kernel side.
@@ -183,7 +185,7 @@ func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
 		return fmt.Errorf("%d allowed cgroups for --enforce, at most %d", len(prefixes), MaxEnforceAllow)
 	}
 	for i, p := range prefixes {
-		if err := CheckAllowedCgroup(p); err != nil {
+		if err := sensoropt.CheckAllowedCgroup(p); err != nil {
 			return err
 		}
 		v := struct {
@@ -194,23 +196,6 @@ func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
 		if err := m.Put(uint32(i), v); err != nil {
 			return fmt.Errorf("allowed cgroup %q: %w", p, err)
 		}
-	}
-	return nil
-}
-
-// CheckAllowedCgroup reports why p cannot be an allowed cgroup path prefix, or nil.
-func CheckAllowedCgroup(p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("allowed cgroup %q: want an absolute cgroup path such as /lxc.payload.web", p)
-	case p == "/":
-		return fmt.Errorf("allowed cgroup \"/\" would allow every process: leave --enforce off instead")
-	case strings.HasSuffix(p, "/"):
-		return fmt.Errorf("allowed cgroup %q: remove the trailing slash (a prefix always ends at a path boundary)", p)
-	case strings.ContainsRune(p, 0):
-		return fmt.Errorf("allowed cgroup %q: contains a NUL byte", p)
-	case len(p) >= MaxEnforceAllowLen:
-		return fmt.Errorf("allowed cgroup %q: %d bytes, at most %d", p, len(p), MaxEnforceAllowLen-1)
 	}
 	return nil
 }
