@@ -34,8 +34,8 @@ type Config struct {
 	EnforceAllow []EnforceAllow `yaml:"enforceAllow"`
 	// Allow lists findings that are expected and must not alert (a host's own agent, say).
 	Allow []suppress.Allow `yaml:"allow"`
-	// Aggregate repeated identical findings (same process, file and rule) within this window into one with a
-	// count; 0 turns it off.
+	// Aggregate repeated identical findings (same rule, process, file, value, verdict and action) within this
+	// window into one with a count; 0 turns it off.
 	AggregateWindow Duration `yaml:"aggregateWindow"`
 }
 
