@@ -31,7 +31,7 @@ type Config struct {
 	// release_agent at the root of a cgroup v1 hierarchy.
 	AnyFS bool
 	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
-	// lsm and fentry backends (fmod_ret), killed on kprobe and tracepoint.
+	// lsm and fentry backends, killed on kprobe and tracepoint.
 	Enforce bool
 	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
 	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.
@@ -172,11 +172,10 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	return s, nil
 }
 
-// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h), as the configuration
-// checks them.
+// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h).
 const (
-	MaxEnforceAllow    = sensoropt.MaxEnforceAllow
-	MaxEnforceAllowLen = sensoropt.MaxEnforceAllowLen
+	MaxEnforceAllow    = 16
+	MaxEnforceAllowLen = 128
 )
 
 // setAllowedCgroups hands the allowed cgroup path prefixes to the kernel side.

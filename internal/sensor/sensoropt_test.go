@@ -17,9 +17,13 @@ func TestBackendNamesAsConfigured(t *testing.T) {
 }
 
 // TestEnforceAllowLimitsMatchTheKernel: the enforce allowlist's limits, which the configuration checks, are the
-// kernel side's (EW_ALLOW_MAX entries of a prefix[EW_ALLOW_LEN] in ew_enforce_allowed), in every backend's
-// object.
+// sensor's and the kernel side's (EW_ALLOW_MAX entries of a prefix[EW_ALLOW_LEN] in ew_enforce_allowed), in
+// every backend's object.
 func TestEnforceAllowLimitsMatchTheKernel(t *testing.T) {
+	if MaxEnforceAllow != sensoropt.MaxEnforceAllow || MaxEnforceAllowLen != sensoropt.MaxEnforceAllowLen {
+		t.Errorf("the sensor allows %d cgroups shorter than %d bytes, the configuration %d shorter than %d",
+			MaxEnforceAllow, MaxEnforceAllowLen, sensoropt.MaxEnforceAllow, sensoropt.MaxEnforceAllowLen)
+	}
 	for _, b := range backends {
 		spec, err := b.spec()
 		if err != nil {

@@ -1,7 +1,7 @@
 // Package sensoropt states what the sensor accepts in its configuration, without the sensor: the backend
 // names and the limits and check of the enforce allowlist. The configuration checks a file with it without
-// linking the BPF objects and cilium/ebpf; the sensor uses the same values, and its tests hold the kernel
-// side (bpf/common.h) to them.
+// linking the BPF objects and cilium/ebpf; the sensor uses it too, and the sensor's tests hold its own limits
+// and the BPF objects' to these.
 package sensoropt
 
 import (
@@ -25,7 +25,7 @@ func Backends() []string {
 }
 
 // Limits of the enforce allowlist: at most MaxEnforceAllow cgroup paths, each shorter than MaxEnforceAllowLen
-// bytes (EW_ALLOW_MAX and EW_ALLOW_LEN in bpf/common.h, the kernel side's table).
+// bytes: the entries of the kernel side's ew_enforce_allowed map and the size of their prefix.
 const (
 	MaxEnforceAllow    = 16
 	MaxEnforceAllowLen = 128
