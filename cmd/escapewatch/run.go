@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,15 +11,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"escapewatch/internal/config"
 	"escapewatch/internal/enrich"
-	"escapewatch/internal/event"
-	"escapewatch/internal/finding"
 	"escapewatch/internal/metrics"
 	"escapewatch/internal/output"
+	"escapewatch/internal/pipeline"
 	"escapewatch/internal/rule"
 	"escapewatch/internal/sensor"
 	"escapewatch/internal/suppress"
@@ -145,11 +144,13 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}()
 
-	var s *sensor.Sensor
+	// The metrics endpoint serves while the sensor loads (the programs can take seconds), so its sources read
+	// the sensor through live, which holds nothing until Open returned. Sensor.Stats stays valid after Close.
+	var live atomic.Pointer[sensor.Sensor]
 	m := metrics.New(buildVersion(), metrics.Sources{
-		KernelEmitted: func() uint64 { return sensorStat(s).KernelEmitted },
-		KernelDropped: func() uint64 { return sensorStat(s).KernelDropped },
-		Undecodable:   func() uint64 { return sensorStat(s).DecodeErrors },
+		KernelEmitted: func() uint64 { return sensorStat(live.Load()).KernelEmitted },
+		KernelDropped: func() uint64 { return sensorStat(live.Load()).KernelDropped },
+		Undecodable:   func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:         func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		EnrichHits:    func() uint64 { return runtimes.Stats().Hits },
 		EnrichMisses:  func() uint64 { return runtimes.Stats().Misses },
@@ -163,7 +164,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer stop()
 	}
 
-	s, err = sensor.Open(sensor.Config{
+	s, err := sensor.Open(sensor.Config{
 		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, EnforceAllowCgroups: enforceAllowCgroups(cfg),
 		Classifier: classifier, Runtimes: runtimes, Logger: log,
 	})
@@ -171,29 +172,30 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer s.Close()
+	live.Store(s)
 	m.Ready(s.Backend())
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
 		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "enforce_allow", enforceAllowCgroups(cfg), "version", buildVersion())
 
-	p := &pipeline{
-		eng: eng, out: out, m: m, log: log, allow: suppress.Allowlist(cfg.Allow),
-		agg: suppress.NewAggregator(time.Duration(cfg.AggregateWindow)),
-	}
+	p := pipeline.New(pipeline.Options{
+		Engine: eng, Allow: suppress.Allowlist(cfg.Allow), Window: time.Duration(cfg.AggregateWindow),
+		Out: out, Metrics: m, Logger: log,
+	})
 	// The helpers stop when the sensor does, also when it stops on an error.
 	helpers, stopHelpers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { reopenOnHangup(helpers, hup, out, log) })
 	wg.Go(func() { s.ReportDrops(helpers, 10*time.Second) })
-	wg.Go(func() { p.flushAggregates(helpers) })
-	err = s.Run(ctx, p.event)
+	wg.Go(func() { p.FlushEvery(helpers, time.Second) })
+	err = s.Run(ctx, p.Event)
 	stopHelpers()
 	wg.Wait()
-	p.flush(true)
+	p.Flush(true)
 	logStats(log, s.Stats(), eng.Stats())
 	if err != nil {
 		return err
 	}
-	return p.err()
+	return p.Err()
 }
 
 // reopenOnHangup reopens the output file on each SIGHUP until ctx ends: log rotators rename the file, then send
@@ -282,81 +284,6 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 		opts.Spooled = append(opts.Spooled, output.Spooled{Sink: hook, Spool: spool})
 	}
 	return output.NewDispatcher(opts)
-}
-
-// pipeline takes each event through the rules, the allowlist and the aggregation to the outputs.
-type pipeline struct {
-	eng   *rule.Engine
-	out   *output.Dispatcher
-	m     *metrics.Metrics
-	log   *slog.Logger
-	allow suppress.Allowlist
-
-	mu       sync.Mutex // the aggregator is shared with the flush ticker
-	agg      *suppress.Aggregator
-	writeErr error
-}
-
-func (p *pipeline) event(ev *event.Event) {
-	p.m.Event(ev.EventName)
-	p.log.Debug("event", "name", ev.EventName, "pid", ev.HostProcessID, "comm", ev.ProcessName, "origin", ev.Origin)
-	for _, f := range p.eng.Process(ev) {
-		if p.allow.Match(&f) {
-			p.m.Suppressed(f.SigMetadata.ID, "allow")
-			p.log.Debug("finding allowed by the configuration", "rule", f.SigMetadata.ID, "pid", ev.HostProcessID)
-			continue
-		}
-		p.mu.Lock()
-		write := p.agg.Offer(f, time.Now())
-		p.mu.Unlock()
-		if !write {
-			p.m.Suppressed(f.SigMetadata.ID, "aggregated")
-			continue
-		}
-		p.write(f)
-	}
-}
-
-func (p *pipeline) write(f finding.Finding) {
-	p.m.Finding(f.SigMetadata.ID, f.Event.Action)
-	if err := p.out.Dispatch(context.Background(), f); err != nil {
-		p.log.Error("write finding", "err", err)
-		p.mu.Lock()
-		p.writeErr = errors.Join(p.writeErr, err)
-		p.mu.Unlock()
-	}
-}
-
-// flushAggregates writes the aggregates whose window closed, every second until ctx ends.
-func (p *pipeline) flushAggregates(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.flush(false)
-		}
-	}
-}
-
-func (p *pipeline) flush(final bool) {
-	p.mu.Lock()
-	due := p.agg.Flush(time.Now(), final)
-	p.mu.Unlock()
-	for _, f := range due {
-		p.write(f)
-	}
-}
-
-func (p *pipeline) err() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.writeErr != nil {
-		return fmt.Errorf("write findings: %w", p.writeErr)
-	}
-	return nil
 }
 
 func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats) {

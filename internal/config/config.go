@@ -15,7 +15,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"escapewatch/internal/sensor"
+	"escapewatch/internal/sensoropt"
+	"escapewatch/internal/suppress"
 )
 
 // Config is the whole file. Every key is optional; Default() gives the values of a missing key.
@@ -32,9 +33,9 @@ type Config struct {
 	// container's init, say).
 	EnforceAllow []EnforceAllow `yaml:"enforceAllow"`
 	// Allow lists findings that are expected and must not alert (a host's own agent, say).
-	Allow []Allow `yaml:"allow"`
-	// Aggregate repeated identical findings (same process, file and rule) within this window into one with a
-	// count; 0 turns it off.
+	Allow []suppress.Allow `yaml:"allow"`
+	// Aggregate repeated identical findings (same rule, process, file, value, verdict and action) within this
+	// window into one with a count; 0 turns it off.
 	AggregateWindow Duration `yaml:"aggregateWindow"`
 }
 
@@ -70,17 +71,6 @@ type Runtimes struct {
 // shows for the unified hierarchy, or on cgroup v1 hosts for the first controller hierarchy).
 type EnforceAllow struct {
 	Cgroup string `yaml:"cgroup"`
-}
-
-// Allow matches findings to suppress. Every field set must match; empty fields match anything. A suppressed
-// finding is counted, never silently lost.
-type Allow struct {
-	Rule        string `yaml:"rule"`
-	ProcessName string `yaml:"processName"`
-	Executable  string `yaml:"executable"`
-	Pathname    string `yaml:"pathname"`
-	Origin      string `yaml:"origin"`
-	ContainerID string `yaml:"containerId"`
 }
 
 // Duration is a time.Duration written as "30s" or "5m" in YAML.
@@ -142,7 +132,7 @@ func Parse(r io.Reader) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:config|suppress)\.(\w+)`)
 
 // explainYAML rewrites the decoder's Go-flavoured messages in the file's own terms.
 func explainYAML(err error) error {
@@ -175,7 +165,7 @@ func sectionOf(goType string) string {
 }
 
 var (
-	backends  = []string{"auto", "lsm", "fentry", "kprobe", "tracepoint"}
+	backends  = sensoropt.Backends()
 	origins   = []string{"container", "container-init", "namespaced", "host", "all"}
 	formats   = []string{"", "json", "table"}
 	logLevels = []string{"debug", "info", "warn", "error"}
@@ -218,16 +208,16 @@ func (c Config) Validate() error {
 	if c.AggregateWindow < 0 {
 		return keyErr("aggregateWindow", "must not be negative")
 	}
-	if len(c.EnforceAllow) > sensor.MaxEnforceAllow {
-		return keyErr("enforceAllow", "%d entries, at most %d", len(c.EnforceAllow), sensor.MaxEnforceAllow)
+	if len(c.EnforceAllow) > sensoropt.MaxEnforceAllow {
+		return keyErr("enforceAllow", "%d entries, at most %d", len(c.EnforceAllow), sensoropt.MaxEnforceAllow)
 	}
 	for i, a := range c.EnforceAllow {
-		if err := sensor.CheckAllowedCgroup(a.Cgroup); err != nil {
+		if err := sensoropt.CheckAllowedCgroup(a.Cgroup); err != nil {
 			return keyErr(fmt.Sprintf("enforceAllow[%d].cgroup", i), "%v", err)
 		}
 	}
 	for i, a := range c.Allow {
-		if a == (Allow{}) {
+		if a == (suppress.Allow{}) {
 			return keyErr(fmt.Sprintf("allow[%d]", i), "empty entry would allow every finding; set at least one field")
 		}
 		if a.Origin != "" && !oneOf(a.Origin, origins[:4]) {

@@ -51,6 +51,9 @@ aggregateWindow: 30s
 		{name: "bad duration", yaml: "aggregateWindow: soon\n", wantErr: `want a duration such as 30s or 5m, got "soon"`},
 		{name: "empty allow entry", yaml: "allow: [{}]\n", wantErr: "key allow[0]: empty entry would allow every finding"},
 		{name: "bad allow origin", yaml: "allow: [{origin: moon}]\n", wantErr: `key allow[0].origin: unknown origin "moon"`},
+		{name: "allow unknown key", yaml: "allow: [{proces: systemd}]\n", wantErr: `line 1: unknown key "proces" (in an allow entry`},
+		{name: "too many enforce allow", yaml: "enforceAllow: [" + strings.Repeat("{cgroup: /a},", 16) + "{cgroup: /b}]\n",
+			wantErr: "key enforceAllow: 17 entries, at most 16"},
 		{name: "wrong type", yaml: "enforce: maybe\n", wantErr: "cannot unmarshal"},
 		{name: "enforce allow", yaml: "enforce: true\nenforceAllow: [{cgroup: /lxc.payload.web}]\n", check: func(t *testing.T, c Config) {
 			if len(c.EnforceAllow) != 1 || c.EnforceAllow[0].Cgroup != "/lxc.payload.web" {

@@ -9,15 +9,17 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"escapewatch/internal/sensoropt"
 )
 
-// Backend names, best first: the order in which "auto" tries them.
+// Backend names, best first: the order in which "auto" tries them (as sensoropt states them).
 const (
-	BackendAuto       = "auto"
-	BackendLSM        = "lsm"
-	BackendFentry     = "fentry"
-	BackendKprobe     = "kprobe"
-	BackendTracepoint = "tracepoint"
+	BackendAuto       = sensoropt.BackendAuto
+	BackendLSM        = sensoropt.BackendLSM
+	BackendFentry     = sensoropt.BackendFentry
+	BackendKprobe     = sensoropt.BackendKprobe
+	BackendTracepoint = sensoropt.BackendTracepoint
 )
 
 // backend is one family of kernel hooks with its own BPF object; the C logic behind them is shared.

@@ -20,6 +20,7 @@ import (
 
 	"escapewatch/internal/enrich"
 	"escapewatch/internal/event"
+	"escapewatch/internal/sensoropt"
 )
 
 // Config selects the hooks and what the kernel side lets through.
@@ -30,7 +31,7 @@ type Config struct {
 	// release_agent at the root of a cgroup v1 hierarchy.
 	AnyFS bool
 	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
-	// lsm backend, killed on the others.
+	// lsm and fentry backends, killed on kprobe and tracepoint.
 	Enforce bool
 	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
 	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.
@@ -55,6 +56,9 @@ type Sensor struct {
 	anyFS    bool
 	enforce  bool
 	log      *slog.Logger
+
+	statsMu sync.Mutex // orders Stats with Close: Close reads the kernel's counters a last time, then frees them
+	final   *Stats     // those last counters, set by Close and returned by Stats from then on
 
 	records      atomic.Uint64 // records read from the ring buffer
 	decodeErrors atomic.Uint64 // records that could not be decoded (never expected: a layout bug)
@@ -180,7 +184,7 @@ func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
 		return fmt.Errorf("%d allowed cgroups for --enforce, at most %d", len(prefixes), MaxEnforceAllow)
 	}
 	for i, p := range prefixes {
-		if err := CheckAllowedCgroup(p); err != nil {
+		if err := sensoropt.CheckAllowedCgroup(p); err != nil {
 			return err
 		}
 		v := struct {
@@ -191,23 +195,6 @@ func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
 		if err := m.Put(uint32(i), v); err != nil {
 			return fmt.Errorf("allowed cgroup %q: %w", p, err)
 		}
-	}
-	return nil
-}
-
-// CheckAllowedCgroup reports why p cannot be an allowed cgroup path prefix, or nil.
-func CheckAllowedCgroup(p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("allowed cgroup %q: want an absolute cgroup path such as /lxc.payload.web", p)
-	case p == "/":
-		return fmt.Errorf("allowed cgroup \"/\" would allow every process: leave --enforce off instead")
-	case strings.HasSuffix(p, "/"):
-		return fmt.Errorf("allowed cgroup %q: remove the trailing slash (a prefix always ends at a path boundary)", p)
-	case strings.ContainsRune(p, 0):
-		return fmt.Errorf("allowed cgroup %q: contains a NUL byte", p)
-	case len(p) >= MaxEnforceAllowLen:
-		return fmt.Errorf("allowed cgroup %q: %d bytes, at most %d", p, len(p), MaxEnforceAllowLen-1)
 	}
 	return nil
 }
@@ -285,12 +272,24 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 	emit(&ev)
 }
 
-// Stats returns the counters so far, the kernel's included.
+// Stats returns the counters so far, the kernel's included. It is safe to call at any time, also while and
+// after the sensor closes: the kernel's counters are then those Close read last, so they never go back.
 func (s *Sensor) Stats() Stats {
 	st := Stats{Records: s.records.Load(), DecodeErrors: s.decodeErrors.Load(), Filtered: s.filtered.Load()}
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if s.final != nil {
+		st.KernelEmitted, st.KernelDropped = s.final.KernelEmitted, s.final.KernelDropped
+		return st
+	}
+	s.readKernelCounters(&st)
+	return st
+}
+
+// readKernelCounters reads the kernel's counters into st (0 for one that cannot be read); statsMu is held.
+func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelEmitted, _ = s.counter(kernelEwCounterEW_COUNTER_EMITTED)
 	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
-	return st
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
@@ -353,9 +352,15 @@ func (s *Sensor) detach() {
 	s.links = nil
 }
 
-// Close detaches every program and frees the kernel objects.
+// Close detaches every program and frees the kernel objects; Stats keeps reporting the last counters.
 func (s *Sensor) Close() error {
 	s.detach()
+	s.statsMu.Lock()
+	if s.final == nil {
+		s.final = &Stats{}
+		s.readKernelCounters(s.final) // detached: nothing counts any more
+	}
+	s.statsMu.Unlock()
 	var errs []error
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())

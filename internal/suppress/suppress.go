@@ -7,13 +7,23 @@ import (
 	"slices"
 	"time"
 
-	"escapewatch/internal/config"
 	"escapewatch/internal/event"
 	"escapewatch/internal/finding"
 )
 
-// Allowlist matches findings that are expected (config "allow").
-type Allowlist []config.Allow
+// Allow is one entry of the allowlist (an entry of the configuration's "allow"): every field set must equal the
+// finding's; empty fields match anything. A suppressed finding is counted, never silently lost.
+type Allow struct {
+	Rule        string `yaml:"rule"`
+	ProcessName string `yaml:"processName"`
+	Executable  string `yaml:"executable"`
+	Pathname    string `yaml:"pathname"` // pathname for opens, new_path for renames
+	Origin      string `yaml:"origin"`
+	ContainerID string `yaml:"containerId"`
+}
+
+// Allowlist matches findings that are expected.
+type Allowlist []Allow
 
 // Match reports whether f matches an entry: every field the entry sets equals the finding's.
 func (l Allowlist) Match(f *finding.Finding) bool {

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"escapewatch/internal/config"
 	"escapewatch/internal/event"
 	"escapewatch/internal/finding"
 )
@@ -24,15 +23,15 @@ func TestAllowlist(t *testing.T) {
 	f := openFinding(10, "systemd", "/sys/fs/cgroup/systemd/release_agent", 1)
 	tests := []struct {
 		name  string
-		allow config.Allow
+		allow Allow
 		want  bool
 	}{
-		{"process and file", config.Allow{ProcessName: "systemd", Pathname: "/sys/fs/cgroup/systemd/release_agent"}, true},
-		{"executable", config.Allow{Executable: "/usr/bin/systemd"}, true},
-		{"rule and origin", config.Allow{Rule: "TRC-1010", Origin: "namespaced"}, true},
-		{"one field differs", config.Allow{ProcessName: "systemd", Pathname: "/tmp/x/release_agent"}, false},
-		{"other origin", config.Allow{Origin: "host"}, false},
-		{"other container", config.Allow{ContainerID: "abc"}, false},
+		{"process and file", Allow{ProcessName: "systemd", Pathname: "/sys/fs/cgroup/systemd/release_agent"}, true},
+		{"executable", Allow{Executable: "/usr/bin/systemd"}, true},
+		{"rule and origin", Allow{Rule: "TRC-1010", Origin: "namespaced"}, true},
+		{"one field differs", Allow{ProcessName: "systemd", Pathname: "/tmp/x/release_agent"}, false},
+		{"other origin", Allow{Origin: "host"}, false},
+		{"other container", Allow{ContainerID: "abc"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

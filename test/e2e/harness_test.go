@@ -122,6 +122,14 @@ type sensor struct {
 // when the test ends, and must then exit 0.
 func startSensor(t *testing.T, args ...string) *sensor {
 	t.Helper()
+	s := launchSensor(t, args...)
+	s.waitReady(t)
+	return s
+}
+
+// launchSensor runs escapewatch with args like startSensor, but returns at once, before it is ready.
+func launchSensor(t *testing.T, args ...string) *sensor {
+	t.Helper()
 	testutil.RequirePrivileged(t)
 	// A free port each: sensors of concurrent test runs must not collide on the default metrics port.
 	args = append([]string{"run", "--backend", backend(), "--metrics-addr", "127.0.0.1:0"}, args...)
@@ -156,6 +164,12 @@ func startSensor(t *testing.T, args ...string) *sensor {
 			t.Logf("sensor %v stderr:\n%s", args, s.stderr.String())
 		}
 	})
+	return s
+}
+
+// waitReady returns once the sensor logged "sensor ready", failing the test if it exits or takes too long.
+func (s *sensor) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !strings.Contains(s.stderr.String(), "sensor ready") {
 		select {
@@ -168,7 +182,6 @@ func startSensor(t *testing.T, args ...string) *sensor {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return s
 }
 
 func (s *sensor) readFindings(r io.Reader) {

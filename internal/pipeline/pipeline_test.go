@@ -1,0 +1,291 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"escapewatch/internal/event"
+	"escapewatch/internal/metrics"
+	"escapewatch/internal/output"
+	"escapewatch/internal/rule"
+	"escapewatch/internal/suppress"
+)
+
+// rig is a Pipeline with the real stages: the default rules, an allowlist, an aggregator, a dispatcher writing
+// JSON lines to out, and metrics, on a clock the test moves.
+type rig struct {
+	p   *Pipeline
+	out *lockedBuffer
+	m   *metrics.Metrics
+	now time.Time
+}
+
+func newRig(t *testing.T, allow suppress.Allowlist, window time.Duration, w *lockedBuffer, clock func() time.Time) *rig {
+	t.Helper()
+	scope, err := rule.ParseScope("container,namespaced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := rule.NewEngine(rule.Default(), scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	std, err := output.NewStdout(w, output.FormatJSON, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := output.NewDispatcher(output.Options{Direct: []output.Sink{std}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close(context.Background()) })
+	r := &rig{out: w, m: metrics.New("test", metrics.Sources{}), now: time.Unix(1_800_000_000, 0)}
+	if clock == nil {
+		clock = func() time.Time { return r.now }
+	}
+	r.p = New(Options{Engine: eng, Allow: allow, Window: window, Out: out, Metrics: r.m, Now: clock})
+	return r
+}
+
+// open is a namespaced process pid opening path for writing: TRC-1010 fires.
+func open(pid int, path string) *event.Event {
+	return &event.Event{
+		EventName: event.SecurityFileOpen, HostProcessID: pid, ProcessName: "sh", Timestamp: pid,
+		Origin: event.OriginNamespaced, Action: event.ActionAlert, Executable: event.File{Path: "/usr/bin/dash"},
+		Args: []event.Argument{
+			{ArgMeta: event.ArgMeta{Name: "pathname", Type: "const char*"}, Value: path},
+			{ArgMeta: event.ArgMeta{Name: "flags", Type: "int"}, Value: int32(0o1)}, // O_WRONLY
+		},
+	}
+}
+
+const agent = "/tmp/cgrp/release_agent"
+
+// A step acts on the rig: events arrive, the clock moves, aggregates are flushed.
+type step func(*rig)
+
+func events(n, pid int) step {
+	return func(r *rig) {
+		for range n {
+			r.p.Event(open(pid, agent))
+		}
+	}
+}
+
+func after(d time.Duration) step { return func(r *rig) { r.now = r.now.Add(d) } }
+
+func flush(final bool) step { return func(r *rig) { r.p.Flush(final) } }
+
+// written is one line the outputs got: the process and, for an aggregate, the repeats it stands for.
+type written struct{ pid, repeats int }
+
+func TestPipeline(t *testing.T) {
+	tests := []struct {
+		name        string
+		allow       suppress.Allowlist
+		window      time.Duration
+		steps       []step
+		want        []written
+		wantMetrics []string // series and values in the exposition format; absent series are 0
+	}{
+		{
+			name: "finding written", window: time.Minute, steps: []step{events(1, 10)},
+			want: []written{{10, 0}},
+			wantMetrics: []string{`escapewatch_events_total{event="security_file_open"} 1`,
+				`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`},
+		},
+		{
+			name: "matched by an allow entry: counted, not written", window: time.Minute,
+			allow: suppress.Allowlist{{ProcessName: "sh", Pathname: agent}}, steps: []step{events(2, 10)},
+			wantMetrics: []string{`escapewatch_events_total{event="security_file_open"} 2`,
+				`escapewatch_findings_suppressed_total{reason="allow",rule="TRC-1010"} 2`},
+		},
+		{
+			name: "an allow entry for another process", window: time.Minute,
+			allow: suppress.Allowlist{{ProcessName: "systemd"}}, steps: []step{events(1, 10)},
+			want:        []written{{10, 0}},
+			wantMetrics: []string{`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`},
+		},
+		{
+			name: "repeats folded, written with their count when the window closes", window: time.Minute,
+			steps: []step{events(4, 10), flush(false), after(30 * time.Second), flush(false), after(31 * time.Second), flush(false)},
+			want:  []written{{10, 0}, {10, 3}},
+			wantMetrics: []string{`escapewatch_findings_suppressed_total{reason="aggregated",rule="TRC-1010"} 3`,
+				`escapewatch_findings_total{action="alert",rule="TRC-1010"} 2`},
+		},
+		{
+			name: "repeats folded, written with their count at the final flush", window: time.Minute,
+			steps: []step{events(3, 10), events(2, 11), flush(true)},
+			want:  []written{{10, 0}, {11, 0}, {10, 2}, {11, 1}},
+			wantMetrics: []string{`escapewatch_findings_suppressed_total{reason="aggregated",rule="TRC-1010"} 3`,
+				`escapewatch_findings_total{action="alert",rule="TRC-1010"} 4`},
+		},
+		{
+			name:   "a repeat after the window is written at once, and the closed aggregate with the next flush",
+			window: time.Minute, steps: []step{events(2, 10), after(time.Minute), events(1, 10), flush(false)},
+			want: []written{{10, 0}, {10, 0}, {10, 1}},
+			wantMetrics: []string{`escapewatch_findings_suppressed_total{reason="aggregated",rule="TRC-1010"} 1`,
+				`escapewatch_findings_total{action="alert",rule="TRC-1010"} 3`},
+		},
+		{
+			name: "no window: every repeat written", steps: []step{events(3, 10), flush(true)},
+			want:        []written{{10, 0}, {10, 0}, {10, 0}},
+			wantMetrics: []string{`escapewatch_findings_total{action="alert",rule="TRC-1010"} 3`},
+		},
+		{
+			name: "not a finding: counted as an event only", window: time.Minute,
+			steps:       []step{func(r *rig) { r.p.Event(open(10, "/tmp/cgrp/notify_on_release")) }, flush(true)},
+			wantMetrics: []string{`escapewatch_events_total{event="security_file_open"} 1`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, tt.allow, tt.window, &lockedBuffer{}, nil)
+			for _, s := range tt.steps {
+				s(r)
+			}
+			if got := r.out.findings(t); !slices.Equal(got, tt.want) {
+				t.Errorf("written %v, want %v", got, tt.want)
+			}
+			body := scrape(t, r.m)
+			for _, m := range tt.wantMetrics {
+				if !strings.Contains(body, "\n"+m+"\n") {
+					t.Errorf("metrics lack %s", m)
+				}
+			}
+			for _, name := range []string{"escapewatch_findings_total", "escapewatch_findings_suppressed_total"} {
+				if strings.Contains(body, "\n"+name+"{") && !mentions(tt.wantMetrics, name+"{") {
+					t.Errorf("metrics have %s series, want none:\n%s", name, grep(body, name))
+				}
+			}
+			if err := r.p.Err(); err != nil {
+				t.Errorf("Err() = %v", err)
+			}
+		})
+	}
+}
+
+// TestWriteErrorReachesErr: a write that fails is counted and logged, the next findings are still tried, and
+// every failure is reported by Err at the end of the run.
+func TestWriteErrorReachesErr(t *testing.T) {
+	w := &lockedBuffer{fail: errors.New("disk full")}
+	r := newRig(t, nil, time.Minute, w, nil)
+	events(1, 10)(r)
+	events(1, 11)(r)
+	err := r.p.Err()
+	if err == nil || !strings.Contains(err.Error(), "write findings") || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Err() = %v, want the failed writes", err)
+	}
+	if n := strings.Count(err.Error(), "disk full"); n != 2 {
+		t.Errorf("Err() = %v: want both failed writes, got %d", err, n)
+	}
+	if body := scrape(t, r.m); !strings.Contains(body, `escapewatch_findings_total{action="alert",rule="TRC-1010"} 2`) {
+		t.Errorf("metrics: %s", grep(body, "escapewatch_findings_total"))
+	}
+}
+
+// TestFlushEvery: the flush loop writes an aggregate once its window closed, on the real clock, and stops
+// with its context.
+func TestFlushEvery(t *testing.T) {
+	w := &lockedBuffer{}
+	r := newRig(t, nil, 50*time.Millisecond, w, time.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		r.p.FlushEvery(ctx, 10*time.Millisecond)
+		close(done)
+	}()
+	events(3, 10)(r)
+	deadline := time.Now().Add(10 * time.Second)
+	for got := w.findings(t); len(got) < 2; got = w.findings(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("written %v after 10s, want the finding and an aggregate of 2", got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got, want := w.findings(t), []written{{10, 0}, {10, 2}}; !slices.Equal(got, want) {
+		t.Errorf("written %v, want %v", got, want)
+	}
+}
+
+// lockedBuffer is a writer the test reads while the pipeline writes; with fail set, every write fails.
+type lockedBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	fail error
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return 0, b.fail
+	}
+	return b.buf.Write(p)
+}
+
+// findings decodes the JSON lines written so far.
+func (b *lockedBuffer) findings(t *testing.T) []written {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []written
+	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var f struct {
+			Event     struct{ HostProcessID int }
+			Aggregate *struct{ Count int }
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		w := written{pid: f.Event.HostProcessID}
+		if f.Aggregate != nil {
+			w.repeats = f.Aggregate.Count
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// scrape gathers the metrics as Prometheus would, in the text exposition format.
+func scrape(t *testing.T, m *metrics.Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d %s", rec.Code, rec.Body.String())
+	}
+	return "\n" + rec.Body.String()
+}
+
+func mentions(list []string, s string) bool {
+	for _, l := range list {
+		if strings.HasPrefix(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func grep(body, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
