@@ -5,6 +5,7 @@
 #define EW_HOOKS_H
 
 #include "syscall.h"
+#include "agent.h"
 
 /* ew_hook_file_open is security_file_open(file). Returns the action taken. */
 static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)

@@ -5,7 +5,11 @@
 #ifndef EW_SYSCALL_H
 #define EW_SYSCALL_H
 
-#include "common.h"
+#include "filter.h"
+#include "path.h"
+
+#define EW_AT_FDCWD -100
+#define EW_TS_COMPAT 0x0002
 
 enum {
 	NR_OPEN = 2, NR_CREAT = 85, NR_OPENAT = 257, NR_OPEN_BY_HANDLE_AT = 304, NR_OPENAT2 = 437,
@@ -236,44 +240,6 @@ static __always_inline int ew_rename_names(struct ew_record *r, struct task_stru
 	if (r->arg_path2[0] != '/')
 		dir_path(task, old_dfd, r->base_path, facts);
 	return start;
-}
-
-#define EW_FSCONFIG_SET_STRING 1
-#define EW_MS_REMOUNT 32
-
-/* ew_user_str_is compares a user string with want (len bytes, NUL included). */
-static __always_inline int ew_user_str_is(const char *user, const char *want, int len)
-{
-	char buf[16] = {};
-	if (bpf_probe_read_user_str(buf, sizeof(buf), user) != len)
-		return 0;
-	for (int i = 0; i < 16; i++) {
-		if (i >= len)
-			break;
-		if (buf[i] != want[i])
-			return 0;
-	}
-	return 1;
-}
-
-/* ew_mount_syscall: a cgroup v1 mount(2) (its data string may hold release_agent=) or an fsconfig setting
- * the key release_agent. Mounts are rare; user space parses the data. */
-static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
-{
-	if (sc->op == EW_OP_MOUNT) {
-		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
-		unsigned long flags = sys_arg(sc->regs, sc->compat, 3);
-		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);
-		/* A remount names no file system type: any remount's data goes to user space, which keeps only
-		 * release_agent= (remounts are rare). */
-		if (data && ((flags & EW_MS_REMOUNT) || ew_user_str_is(type, "cgroup", 7)))
-			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
-		return;
-	}
-	if (sys_arg(sc->regs, sc->compat, 1) != EW_FSCONFIG_SET_STRING)
-		return;
-	if (ew_user_str_is((const char *)sys_arg(sc->regs, sc->compat, 2), EW_AGENT_NAME, EW_AGENT_LEN + 1))
-		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
 }
 
 /* ew_open_syscall completes an open's record with the syscall it came from: number, path string, and (from the

@@ -2,7 +2,7 @@
 /* Tracepoint backend: for kernels without kprobes, fentry or BPF LSM. One program on the raw syscall-exit
  * tracepoint sees every open and rename (native and 32-bit) after the kernel resolved it, and one on io_uring
  * completions sees opens that never pass through a syscall. */
-#include "syscall.h"
+#include "tracepoint.h"
 #include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";

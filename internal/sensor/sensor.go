@@ -168,7 +168,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	return s, nil
 }
 
-// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h).
+// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/enforce.h).
 const (
 	MaxEnforceAllow    = 16
 	MaxEnforceAllowLen = 128
