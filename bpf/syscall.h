@@ -20,7 +20,7 @@ enum {
 	NR_COPY_FILE_RANGE = 326, NR_PWRITEV2 = 328,
 	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
 	NR32_SPLICE = 313, NR32_PWRITEV = 334, NR32_COPY_FILE_RANGE = 377, NR32_PWRITEV2 = 379,
-	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21, NR32_FSCONFIG = 431,
+	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21,
 };
 
 #define NR_IO_URING_ENTER 426 /* the same number in both tables */
@@ -127,8 +127,6 @@ static __always_inline const char *ew_open_user_path(struct ew_syscall *sc)
 	return NULL;
 }
 
-#define EW_O_ACCMODE 00000003
-#define EW_O_WRONLY 00000001
 #define EW_O_CREAT 00000100
 #define EW_O_EXCL 00000200
 #define EW_O_NOCTTY 00000400

@@ -22,11 +22,10 @@ const (
 
 // backend is one family of kernel hooks with its own BPF object; the C logic behind them is shared.
 type backend struct {
-	name    string
-	spec    func() (*ebpf.CollectionSpec, error)
-	hooks   []hook
-	canDeny bool   // refuses operations itself under --enforce; the others kill the process
-	needs   string // what the kernel must offer, and how to get it: the fix in the error when it is missing
+	name  string
+	spec  func() (*ebpf.CollectionSpec, error)
+	hooks []hook
+	needs string // what the kernel must offer, and how to get it: the fix in the error when it is missing
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
 	preflight func() error
 }
@@ -88,7 +87,6 @@ var backends = []backend{
 			hook{prog: "ew_lsm_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
 			hook{prog: "ew_lsm_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
 		),
-		canDeny:   true,
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
 		preflight: bpfLSMActive,
 	},
@@ -106,8 +104,7 @@ var backends = []backend{
 			hook{prog: "ew_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
 			hook{prog: "ew_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
 		),
-		canDeny: true,
-		needs:   "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
+		needs: "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
 	},
 	{
 		name: BackendKprobe,

@@ -215,9 +215,6 @@ func CheckAllowedCgroup(p string) error {
 // Backend names the kind of hooks in use.
 func (s *Sensor) Backend() string { return s.backend.name }
 
-// CanDeny reports whether --enforce refuses operations (lsm, fentry) rather than killing the process.
-func (s *Sensor) CanDeny() bool { return s.backend.canDeny }
-
 // Programs lists the hooks the programs attach to, for the startup log.
 func (s *Sensor) Programs() []string {
 	var points []string
