@@ -62,11 +62,9 @@ struct ew_task {
 	__u32 tid;
 	__u32 ppid;
 	__u32 uid;
-	__u32 gid;
 	__u32 mnt_ns;
 	__u32 pid_ns;
 	__u32 cpu;
-	__u32 pad0;
 	char comm[EW_COMM_LEN];
 	char hostname[EW_HOSTNAME_LEN]; /* UTS nodename of the task's namespace, NUL-terminated */
 };
@@ -82,8 +80,8 @@ struct ew_record {
 	__u64 ctime_ns;
 	__u32 dev;
 	__u32 file_flags; /* file->f_flags */
-	__u32 fs_magic;
 	__u32 action; /* enum ew_action */
+	__u32 pad0;
 	char cgroup_path[EW_CGROUP_PATH_MAX];
 	/* file_open, agent write: the kernel-resolved pathname. rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];

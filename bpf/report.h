@@ -38,7 +38,6 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->ctime_ns = 0;
 	r->dev = 0;
 	r->file_flags = 0;
-	r->fs_magic = 0;
 	r->action = EW_ACTION_ALERT;
 	ew_fill_task(&r->task, task);
 	if (!ew_cgroup_path(task, r->cgroup_path))
@@ -53,7 +52,6 @@ static __always_inline void ew_record_file(struct ew_record *r, struct file *fil
 	r->file_flags = BPF_CORE_READ(file, f_flags);
 	r->inode = BPF_CORE_READ(inode, i_ino);
 	r->dev = BPF_CORE_READ(sb, s_dev);
-	r->fs_magic = BPF_CORE_READ(sb, s_magic);
 	struct inode___6_11 *inode_6_11 = (void *)inode;
 	struct inode___6_6 *inode_6_6 = (void *)inode;
 	if (bpf_core_field_exists(inode_6_11->i_ctime_sec))

@@ -48,7 +48,6 @@ static __always_inline void ew_fill_task(struct ew_task *t, struct task_struct *
 	else
 		t->ppid = 0;
 	t->uid = (__u32)uid_gid;
-	t->gid = uid_gid >> 32;
 	t->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	struct pid_namespace *pid_ns = own.ns;
 	t->pid_ns = BPF_CORE_READ(pid_ns, ns.inum);
