@@ -58,3 +58,18 @@ func TestBackendObjects(t *testing.T) {
 		}
 	}
 }
+
+// TestEnforceAllowLimit: MaxEnforceAllow is the size of the kernel's allow list (EW_ALLOW_MAX).
+func TestEnforceAllowLimit(t *testing.T) {
+	spec, err := loadTracepoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maps tracepointMapSpecs
+	if err := spec.Assign(&maps); err != nil {
+		t.Fatal(err)
+	}
+	if n := maps.EwEnforceAllowed.MaxEntries; n != MaxEnforceAllow {
+		t.Errorf("ew_enforce_allowed holds %d entries, MaxEnforceAllow is %d", n, MaxEnforceAllow)
+	}
+}

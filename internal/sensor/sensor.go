@@ -174,10 +174,11 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	return s, nil
 }
 
-// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/enforce.h).
+// Limits of Config.EnforceAllowCgroups: EW_ALLOW_MAX (the entries of ew_enforce_allowed, in bpf/enforce.h) and the
+// size of struct ew_allowed_cgroup's prefix.
 const (
 	MaxEnforceAllow    = 16
-	MaxEnforceAllowLen = 128
+	MaxEnforceAllowLen = len(tracepointEwAllowedCgroup{}.Prefix)
 )
 
 // setAllowedCgroups hands the allowed cgroup path prefixes to the kernel side.
