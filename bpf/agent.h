@@ -34,7 +34,7 @@ static __always_inline void ew_agent_value_stored(struct cgroup_root *root)
 /* ew_agent_written reports a write to the real release_agent of hierarchy root, through file, with the value the
  * kernel now stores (read after the write) and the one it replaced, when known. action is what the caller did
  * about it; for a write the kernel accepted, --enforce kills a writer outside the host (the value is stored
- * by then: only the lsm backend refuses the write itself, in ew_hook_file_permission). */
+ * by then: the lsm and fentry backends refuse such a write before the handler, in ew_hook_file_permission). */
 static __always_inline void ew_agent_written(struct file *file, struct cgroup_root *root, __u32 source, __s64 ret,
 					     __u32 nr, __u32 facts, __u32 action)
 {

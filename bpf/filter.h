@@ -9,7 +9,7 @@
 #define EW_AGENT_NAME "release_agent"
 #define EW_AGENT_LEN 13
 
-/* ew_is_agent_dentry: is this dentry the release_agent file of a cgroup v1 hierarchy root? It is the whole
+/* ew_classify_dentry: is this dentry the release_agent file of a cgroup v1 hierarchy root? It is the whole
  * in-kernel filter: one superblock magic comparison rejects every unrelated file. With any_fs it is a name
  * comparison only. Returns facts bits, or -1 when the file is not of interest. */
 static __always_inline int ew_classify_dentry(struct dentry *dentry)

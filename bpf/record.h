@@ -40,7 +40,7 @@ enum ew_fact {
 /* What the kernel side did about the operation. */
 enum ew_action {
 	EW_ACTION_ALERT = 0,  /* reported only */
-	EW_ACTION_DENIED = 1, /* refused with EPERM (LSM backend, --enforce) */
+	EW_ACTION_DENIED = 1, /* refused with EPERM (lsm and fentry backends, --enforce) */
 	EW_ACTION_KILLED = 2, /* the process was sent SIGKILL before returning to user space (--enforce) */
 };
 

@@ -93,7 +93,7 @@ type Event struct {
 // What the live sensor did about an operation.
 const (
 	ActionAlert  = "alert"  // reported only
-	ActionDenied = "denied" // the kernel refused it (lsm backend, --enforce)
+	ActionDenied = "denied" // the kernel refused it (lsm or fentry backend, --enforce)
 	ActionKilled = "killed" // the process was killed before it returned to user space (--enforce)
 )
 

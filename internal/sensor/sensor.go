@@ -30,7 +30,7 @@ type Config struct {
 	// release_agent at the root of a cgroup v1 hierarchy.
 	AnyFS bool
 	// Enforce stops writes to the real release_agent by processes outside the host's namespaces: denied on the
-	// lsm backend, killed on the others.
+	// lsm and fentry backends, killed on kprobe and tracepoint.
 	Enforce bool
 	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
 	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.

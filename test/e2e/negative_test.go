@@ -65,7 +65,8 @@ func sentinel(t *testing.T, s *sensor, h testutil.Hierarchy) {
 	s.waitFor(t, "the sentinel write", byPID(act.HostPID))
 }
 
-// TestPrivilegedTRC1010MustNotAlert: spec section 5's must-not-alert cases give no finding on the defaults.
+// TestPrivilegedTRC1010MustNotAlert: reads, stat and access, look-alike files, a child cgroup renamed to
+// release_agent and a host process (mustNotAlert) give no finding on the defaults.
 func TestPrivilegedTRC1010MustNotAlert(t *testing.T) {
 	s := startSensor(t)
 	h, scratch := prepareQuiet(t)
