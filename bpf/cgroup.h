@@ -72,7 +72,7 @@ static __always_inline int ew_cgroup_path(struct task_struct *task, char *dst)
 	struct cgroup *cgrp = BPF_CORE_READ(cset, dfl_cgrp);
 	if (BPF_CORE_READ(cgrp, level) == 0) {
 		for (int i = 0; i < 12; i++) {
-			if (i >= bpf_core_enum_value(enum cgroup_subsys_id, CGROUP_SUBSYS_COUNT))
+			if ((unsigned long)i >= bpf_core_enum_value(enum cgroup_subsys_id, CGROUP_SUBSYS_COUNT))
 				break;
 			struct cgroup_subsys_state *css = BPF_CORE_READ(cset, subsys[i]);
 			struct cgroup *c = BPF_CORE_READ(css, cgroup);

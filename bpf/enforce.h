@@ -47,7 +47,7 @@ static long ew_allow_step(__u64 i, void *data)
 	if (len == 0 || len >= EW_ALLOW_LEN)
 		return 0;
 	for (int j = 0; j < EW_ALLOW_LEN; j++) {
-		if (j >= len)
+		if ((__u32)j >= len)
 			break;
 		if (scan->cgroup_path[j] != a->prefix[j])
 			return 0;

@@ -16,8 +16,9 @@ static __always_inline int ew_is_usermode_helper(struct task_struct *task)
 	return BPF_CORE_READ(task, real_parent, pid) == EW_KTHREADD_PID;
 }
 
-/* ew_helper_exec reports a program the kernel starts as a user-mode helper, such as a release agent. */
-static __always_inline void ew_helper_exec(struct task_struct *task, struct linux_binprm *bprm)
+/* ew_helper_exec reports the program bprm that the current task, a user-mode helper, executes (a release agent
+ * among them). */
+static __always_inline void ew_helper_exec(struct linux_binprm *bprm)
 {
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
@@ -36,7 +37,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	if (ew_is_usermode_helper(p))
-		ew_helper_exec(p, bprm);
+		ew_helper_exec(bprm);
 	return 0;
 }
 

@@ -46,7 +46,7 @@ static __always_inline void ew_notify_written(struct file *file, struct cgroup *
 static __always_inline int ew_name_is(struct dentry *dentry, const char *want, int len)
 {
 	char name[32] = {};
-	if (BPF_CORE_READ(dentry, d_name.len) != len)
+	if (BPF_CORE_READ(dentry, d_name.len) != (__u32)len)
 		return 0;
 	bpf_probe_read_kernel(name, len & 31, BPF_CORE_READ(dentry, d_name.name));
 	for (int i = 0; i < 31; i++) {
