@@ -29,12 +29,13 @@ enum ew_source {
 enum ew_fact {
 	EW_FACT_CGROUP1_AGENT = 1 << 0,	 /* the dentry is release_agent at the root of a cgroup v1 superblock */
 	EW_FACT_COMPAT_SYSCALL = 1 << 1, /* a 32-bit (ia32) syscall */
-	EW_FACT_PATH_TRUNCATED = 1 << 2, /* a path hit EW_PATH_MAX or the component limit */
+	EW_FACT_PATH_TRUNCATED = 1 << 2, /* path was cut (EW_PATH_MAX or the walk's steps): it holds its lower part */
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
 	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
 	EW_FACT_ENABLED = 1 << 5,	 /* notify write: notify_on_release is on after the write */
 	EW_FACT_MOUNT_DATA = 1 << 6,	 /* mount option: arg_path holds mount(2)'s whole data string, to parse */
 	EW_FACT_CGROUP_CUT = 1 << 7,	 /* cgroup_path is only the lower part of the task's cgroup (too deep or long) */
+	EW_FACT_BASE_PATH_TRUNCATED = 1 << 8, /* rename: base_path was cut, as path is with EW_FACT_PATH_TRUNCATED */
 };
 
 /* What the kernel side did about the operation. */

@@ -62,7 +62,8 @@ static __always_inline void ew_record_file(struct ew_record *r, struct file *fil
 			      BPF_CORE_READ(inode_6_6, __i_ctime.tv_nsec);
 	else
 		r->ctime_ns = BPF_CORE_READ(inode, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime.tv_nsec);
-	ew_path_write(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), r->path, &r->facts);
+	if (!ew_path_write(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), r->path))
+		r->facts |= EW_FACT_PATH_TRUNCATED;
 }
 
 /* Opens are reported in two steps so that what only matters for a reported file (the syscall, its arguments)

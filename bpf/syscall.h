@@ -164,8 +164,9 @@ static __always_inline __u32 ew_open_only_flags(struct ew_syscall *sc)
 	return flags & EW_OPEN_ONLY_FLAGS;
 }
 
-/* dir_path writes the directory a relative name given with dfd starts from. Returns its dentry. */
-static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd, char *dst, __u32 *facts)
+/* dir_path writes the directory a relative name given with dfd starts from, and adds fact cut to facts when its
+ * path was cut. Returns its dentry. */
+static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd, char *dst, __u32 *facts, __u32 cut)
 {
 	struct dentry *dentry;
 	struct vfsmount *mnt;
@@ -181,7 +182,8 @@ static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd
 		dentry = BPF_CORE_READ(file, f_path.dentry);
 		mnt = BPF_CORE_READ(file, f_path.mnt);
 	}
-	ew_path_write(dentry, mnt, dst, facts);
+	if (!ew_path_write(dentry, mnt, dst))
+		*facts |= cut;
 	return dentry;
 }
 
@@ -230,13 +232,13 @@ static __always_inline int ew_rename_names(struct ew_record *r, struct task_stru
 	if (start < 0)
 		return -1;
 	if (r->arg_path[0] != '/') {
-		struct dentry *dir = dir_path(task, new_dfd, r->path, facts);
+		struct dentry *dir = dir_path(task, new_dfd, r->path, facts, EW_FACT_PATH_TRUNCATED);
 		if (start == 0)
 			*new_dir = dir;
 	}
 	bpf_probe_read_user_str(r->arg_path2, sizeof(r->arg_path2), old_name);
 	if (r->arg_path2[0] != '/')
-		dir_path(task, old_dfd, r->base_path, facts);
+		dir_path(task, old_dfd, r->base_path, facts, EW_FACT_BASE_PATH_TRUNCATED);
 	return start;
 }
 

@@ -32,14 +32,15 @@ const (
 type kernelEwFact uint32
 
 const (
-	kernelEwFactEW_FACT_CGROUP1AGENT   kernelEwFact = 1
-	kernelEwFactEW_FACT_COMPAT_SYSCALL kernelEwFact = 2
-	kernelEwFactEW_FACT_PATH_TRUNCATED kernelEwFact = 4
-	kernelEwFactEW_FACT_DIR_RESOLVED   kernelEwFact = 8
-	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
-	kernelEwFactEW_FACT_ENABLED        kernelEwFact = 32
-	kernelEwFactEW_FACT_MOUNT_DATA     kernelEwFact = 64
-	kernelEwFactEW_FACT_CGROUP_CUT     kernelEwFact = 128
+	kernelEwFactEW_FACT_CGROUP1AGENT        kernelEwFact = 1
+	kernelEwFactEW_FACT_COMPAT_SYSCALL      kernelEwFact = 2
+	kernelEwFactEW_FACT_PATH_TRUNCATED      kernelEwFact = 4
+	kernelEwFactEW_FACT_DIR_RESOLVED        kernelEwFact = 8
+	kernelEwFactEW_FACT_OLD_VALUE           kernelEwFact = 16
+	kernelEwFactEW_FACT_ENABLED             kernelEwFact = 32
+	kernelEwFactEW_FACT_MOUNT_DATA          kernelEwFact = 64
+	kernelEwFactEW_FACT_CGROUP_CUT          kernelEwFact = 128
+	kernelEwFactEW_FACT_BASE_PATH_TRUNCATED kernelEwFact = 256
 )
 
 type kernelEwKind uint32

@@ -141,6 +141,7 @@ func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 				{"flags", f.arg("flags"), int32(tc.flags)},
 				{"syscall", ev.Syscall, tc.syscall},
 				{"Data is null", f.Data == nil, true},
+				{"truncated", len(ev.Truncated), 0},
 			}
 			for _, c := range checks {
 				if c.got != c.want {
