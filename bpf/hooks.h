@@ -5,6 +5,7 @@
 #define EW_HOOKS_H
 
 #include "syscall.h"
+#include "agent.h"
 
 /* ew_hook_file_open is security_file_open(file). Returns the action taken. */
 static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
@@ -73,10 +74,11 @@ static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s
 
 #define EW_MAY_WRITE 0x2
 
-/* ew_hook_file_permission is security_file_permission(file, mask), attached by the lsm backend under --enforce
- * only: a write to the real release_agent through a descriptor the writer did not open under the sensor's eye
- * (opened before it started, or passed by another process) is refused here, before the handler runs. Returns
- * -EPERM to refuse. Every read and write of the machine passes here, so the superblock is checked first. */
+/* ew_hook_file_permission is security_file_permission(file, mask), attached under --enforce only (lsm/ by the
+ * lsm backend, fmod_ret/ by the fentry backend): a write to the real release_agent through a descriptor the
+ * writer did not open under the sensor's eye (opened before it started, or passed by another process) is refused
+ * here, before the handler runs. Returns -EPERM to refuse. Every read and write of the machine passes here, so
+ * the superblock is checked first. */
 static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 {
 	if (!(mask & EW_MAY_WRITE))

@@ -5,14 +5,39 @@
 #ifndef EW_LIFECYCLE_H
 #define EW_LIFECYCLE_H
 
-#include "common.h"
+#include "agent.h"
+
+#define EW_KTHREADD_PID 2
+
+/* ew_is_usermode_helper: the kernel starts user-mode helpers (call_usermodehelper) from a worker with
+ * CLONE_PARENT, so their parent is kthreadd; no user process has that parent. */
+static __always_inline int ew_is_usermode_helper(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, real_parent, pid) == EW_KTHREADD_PID;
+}
+
+/* ew_helper_exec reports the program bprm that the current task, a user-mode helper, executes (a release agent
+ * among them). */
+static __always_inline void ew_helper_exec(struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	ew_record_head(r, EW_KIND_HELPER_EXEC, EW_SOURCE_SYSCALL, 0, 0, 0);
+	r->path[0] = 0;
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), BPF_CORE_READ(bprm, filename));
+	ew_emit(r);
+}
 
 /* User-mode helpers (a release agent among them) are started by the kernel as children of kthreadd. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	if (ew_is_usermode_helper(p))
-		ew_helper_exec(p, bprm);
+		ew_helper_exec(bprm);
 	return 0;
 }
 

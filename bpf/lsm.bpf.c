@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* LSM backend: BPF programs on the LSM hooks themselves, the only backend that can refuse an operation. */
+/* LSM backend: BPF programs on the LSM hooks themselves, which may refuse an operation (under --enforce). Needs
+ * the bpf LSM active; the fentry backend refuses the same operations without it. */
 #include "hooks.h"
 #include "lifecycle.h"
 

@@ -29,18 +29,19 @@ enum ew_source {
 enum ew_fact {
 	EW_FACT_CGROUP1_AGENT = 1 << 0,	 /* the dentry is release_agent at the root of a cgroup v1 superblock */
 	EW_FACT_COMPAT_SYSCALL = 1 << 1, /* a 32-bit (ia32) syscall */
-	EW_FACT_PATH_TRUNCATED = 1 << 2, /* a path hit EW_PATH_MAX or the component limit */
+	EW_FACT_PATH_TRUNCATED = 1 << 2, /* path was cut (EW_PATH_MAX or the walk's steps): it holds its lower part */
 	EW_FACT_DIR_RESOLVED = 1 << 3,	 /* rename: the new name's parent was resolved in the kernel */
 	EW_FACT_OLD_VALUE = 1 << 4,	 /* agent write: arg_path2 holds the value before the write */
 	EW_FACT_ENABLED = 1 << 5,	 /* notify write: notify_on_release is on after the write */
 	EW_FACT_MOUNT_DATA = 1 << 6,	 /* mount option: arg_path holds mount(2)'s whole data string, to parse */
 	EW_FACT_CGROUP_CUT = 1 << 7,	 /* cgroup_path is only the lower part of the task's cgroup (too deep or long) */
+	EW_FACT_BASE_PATH_TRUNCATED = 1 << 8, /* rename: base_path was cut, as path is with EW_FACT_PATH_TRUNCATED */
 };
 
 /* What the kernel side did about the operation. */
 enum ew_action {
 	EW_ACTION_ALERT = 0,  /* reported only */
-	EW_ACTION_DENIED = 1, /* refused with EPERM (LSM backend, --enforce) */
+	EW_ACTION_DENIED = 1, /* refused with EPERM (lsm and fentry backends, --enforce) */
 	EW_ACTION_KILLED = 2, /* the process was sent SIGKILL before returning to user space (--enforce) */
 };
 
@@ -62,11 +63,9 @@ struct ew_task {
 	__u32 tid;
 	__u32 ppid;
 	__u32 uid;
-	__u32 gid;
 	__u32 mnt_ns;
 	__u32 pid_ns;
 	__u32 cpu;
-	__u32 pad0;
 	char comm[EW_COMM_LEN];
 	char hostname[EW_HOSTNAME_LEN]; /* UTS nodename of the task's namespace, NUL-terminated */
 };
@@ -82,8 +81,8 @@ struct ew_record {
 	__u64 ctime_ns;
 	__u32 dev;
 	__u32 file_flags; /* file->f_flags */
-	__u32 fs_magic;
 	__u32 action; /* enum ew_action */
+	__u32 pad0;
 	char cgroup_path[EW_CGROUP_PATH_MAX];
 	/* file_open, agent write: the kernel-resolved pathname. rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];

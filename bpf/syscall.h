@@ -5,7 +5,11 @@
 #ifndef EW_SYSCALL_H
 #define EW_SYSCALL_H
 
-#include "common.h"
+#include "filter.h"
+#include "path.h"
+
+#define EW_AT_FDCWD -100
+#define EW_TS_COMPAT 0x0002
 
 enum {
 	NR_OPEN = 2, NR_CREAT = 85, NR_OPENAT = 257, NR_OPEN_BY_HANDLE_AT = 304, NR_OPENAT2 = 437,
@@ -16,7 +20,7 @@ enum {
 	NR_COPY_FILE_RANGE = 326, NR_PWRITEV2 = 328,
 	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
 	NR32_SPLICE = 313, NR32_PWRITEV = 334, NR32_COPY_FILE_RANGE = 377, NR32_PWRITEV2 = 379,
-	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21, NR32_FSCONFIG = 431,
+	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21,
 };
 
 #define NR_IO_URING_ENTER 426 /* the same number in both tables */
@@ -123,8 +127,6 @@ static __always_inline const char *ew_open_user_path(struct ew_syscall *sc)
 	return NULL;
 }
 
-#define EW_O_ACCMODE 00000003
-#define EW_O_WRONLY 00000001
 #define EW_O_CREAT 00000100
 #define EW_O_EXCL 00000200
 #define EW_O_NOCTTY 00000400
@@ -162,8 +164,9 @@ static __always_inline __u32 ew_open_only_flags(struct ew_syscall *sc)
 	return flags & EW_OPEN_ONLY_FLAGS;
 }
 
-/* dir_path writes the directory a relative name given with dfd starts from. Returns its dentry. */
-static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd, char *dst, __u32 *facts)
+/* dir_path writes the directory a relative name given with dfd starts from, and adds fact cut to facts when its
+ * path was cut. Returns its dentry. */
+static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd, char *dst, __u32 *facts, __u32 cut)
 {
 	struct dentry *dentry;
 	struct vfsmount *mnt;
@@ -179,7 +182,8 @@ static __always_inline struct dentry *dir_path(struct task_struct *task, int dfd
 		dentry = BPF_CORE_READ(file, f_path.dentry);
 		mnt = BPF_CORE_READ(file, f_path.mnt);
 	}
-	ew_path_write(dentry, mnt, dst, facts);
+	if (!ew_path_write(dentry, mnt, dst))
+		*facts |= cut;
 	return dentry;
 }
 
@@ -228,52 +232,14 @@ static __always_inline int ew_rename_names(struct ew_record *r, struct task_stru
 	if (start < 0)
 		return -1;
 	if (r->arg_path[0] != '/') {
-		struct dentry *dir = dir_path(task, new_dfd, r->path, facts);
+		struct dentry *dir = dir_path(task, new_dfd, r->path, facts, EW_FACT_PATH_TRUNCATED);
 		if (start == 0)
 			*new_dir = dir;
 	}
 	bpf_probe_read_user_str(r->arg_path2, sizeof(r->arg_path2), old_name);
 	if (r->arg_path2[0] != '/')
-		dir_path(task, old_dfd, r->base_path, facts);
+		dir_path(task, old_dfd, r->base_path, facts, EW_FACT_BASE_PATH_TRUNCATED);
 	return start;
-}
-
-#define EW_FSCONFIG_SET_STRING 1
-#define EW_MS_REMOUNT 32
-
-/* ew_user_str_is compares a user string with want (len bytes, NUL included). */
-static __always_inline int ew_user_str_is(const char *user, const char *want, int len)
-{
-	char buf[16] = {};
-	if (bpf_probe_read_user_str(buf, sizeof(buf), user) != len)
-		return 0;
-	for (int i = 0; i < 16; i++) {
-		if (i >= len)
-			break;
-		if (buf[i] != want[i])
-			return 0;
-	}
-	return 1;
-}
-
-/* ew_mount_syscall: a cgroup v1 mount(2) (its data string may hold release_agent=) or an fsconfig setting
- * the key release_agent. Mounts are rare; user space parses the data. */
-static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
-{
-	if (sc->op == EW_OP_MOUNT) {
-		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
-		unsigned long flags = sys_arg(sc->regs, sc->compat, 3);
-		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);
-		/* A remount names no file system type: any remount's data goes to user space, which keeps only
-		 * release_agent= (remounts are rare). */
-		if (data && ((flags & EW_MS_REMOUNT) || ew_user_str_is(type, "cgroup", 7)))
-			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
-		return;
-	}
-	if (sys_arg(sc->regs, sc->compat, 1) != EW_FSCONFIG_SET_STRING)
-		return;
-	if (ew_user_str_is((const char *)sys_arg(sc->regs, sc->compat, 2), EW_AGENT_NAME, EW_AGENT_LEN + 1))
-		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
 }
 
 /* ew_open_syscall completes an open's record with the syscall it came from: number, path string, and (from the

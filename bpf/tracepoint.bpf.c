@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tracepoint backend: for kernels without kprobes, fentry or BPF LSM. One program on the raw syscall-exit
- * tracepoint sees every open and rename (native and 32-bit) after the kernel resolved it, and one on io_uring
- * completions sees opens that never pass through a syscall. */
-#include "syscall.h"
+ * tracepoint sees every open, rename, write and mount (native and 32-bit) after the kernel handled it, and one on
+ * io_uring completions sees opens and writes that never pass through a syscall. */
+#include "tracepoint.h"
 #include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -272,3 +272,28 @@ func TestEncodeOrigin(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncatedRoundTrip: "truncated" is left out when nothing was cut, and decodes back to the names written.
+func TestTruncatedRoundTrip(t *testing.T) {
+	out, err := json.Marshal(Event{EventName: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), `"truncated"`) {
+		t.Errorf("encoded %s: want no truncated key when nothing was cut", out)
+	}
+	out, err = json.Marshal(Event{EventName: "x", Truncated: []string{"pathname"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(out), `,"truncated":["pathname"]}`) {
+		t.Errorf("encoded %s, want it to end with the truncated argument names", out)
+	}
+	ev, err := Decode(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Truncated) != 1 || ev.Truncated[0] != "pathname" {
+		t.Errorf("decoded truncated = %q, want [pathname]", ev.Truncated)
+	}
+}

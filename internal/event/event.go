@@ -1,6 +1,7 @@
 // Package event is escapewatch's event model: Tracee v0.24's trace.Event,
-// with the same Go field names and the same JSON encoding, plus one
-// escapewatch extension (Origin). Events decoded from Tracee JSON lines
+// with the same Go field names and the same JSON encoding, plus escapewatch's
+// extensions (Origin, Action, Truncated, Container.Runtime), omitted when
+// empty. Events decoded from Tracee JSON lines
 // re-encode to what Tracee emitted, so a finding can carry the very event
 // that Tracee would have attached to it.
 package event
@@ -88,12 +89,16 @@ type Event struct {
 	// Action is escapewatch's extension: what the live sensor did about the operation (ActionAlert,
 	// ActionDenied, ActionKilled). Empty in replayed events.
 	Action string `json:"action,omitempty"`
+	// Truncated is escapewatch's extension: the names of the arguments whose value the kernel cut, in argument
+	// order. A path longer than the kernel side's buffer, or deeper than its walk goes, is reported by its
+	// lower part (the end, with the file's name), so it is not the whole path. Empty when nothing was cut.
+	Truncated []string `json:"truncated,omitempty"`
 }
 
 // What the live sensor did about an operation.
 const (
 	ActionAlert  = "alert"  // reported only
-	ActionDenied = "denied" // the kernel refused it (lsm backend, --enforce)
+	ActionDenied = "denied" // the kernel refused it (lsm or fentry backend, --enforce)
 	ActionKilled = "killed" // the process was killed before it returned to user space (--enforce)
 )
 

@@ -19,8 +19,8 @@ import (
 // are added here from their mount options, which show release_agent (/proc/PID/mountinfo, in every mount
 // namespace, since a container may have mounted a hierarchy the host never did).
 
-// agentValueLen is the size of the kernel map's values (EW_PATH_MAX).
-const agentValueLen = 4096
+// agentValueLen is the size of the kernel map's values (struct ew_agent_value: EW_PATH_MAX).
+const agentValueLen = len(tracepointEwAgentValue{}.V)
 
 // seedAgentValues adds the current release_agent of every mounted cgroup v1 hierarchy to m, keyed by hierarchy
 // ID, without replacing what the kernel side recorded since it attached. It returns how many it added.

@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -24,17 +25,42 @@ const (
 
 // backend is one family of kernel hooks with its own BPF object; the C logic behind them is shared.
 type backend struct {
-	name    string
-	spec    func() (*ebpf.CollectionSpec, error)
-	hooks   []hook
-	canDeny bool   // refuses operations itself under --enforce; the others kill the process
+	name string
+	// objects returns the backend's objects, not loaded yet.
+	objects func() objects
 	needs   string // what the kernel must offer, and how to get it: the fix in the error when it is missing
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
 	preflight func() error
 }
 
+// objects is a backend's bpf2go-generated xxxObjects, whose fields are its programs, maps and variables by
+// name: a program or map renamed in bpf/ is a compile error here, not a failure at load time.
+type objects interface {
+	io.Closer
+	// spec returns the backend's embedded object (bpf2go's loadXxx).
+	spec() (*ebpf.CollectionSpec, error)
+	// config returns the load-time settings (bpf/config.h) in spec.
+	config(spec *ebpf.CollectionSpec) (configSpecs, error)
+	// shared returns the maps the sensor reads and writes, the same in every backend.
+	shared() sharedMaps
+	// hooks lists the programs (nil until loaded) and where they attach: the backend's own, then lifecycle's.
+	hooks() []hook
+}
+
+// configSpecs are the settings of bpf/config.h. bpf2go generates an identical struct for each backend
+// (xxxVariableSpecs); each converts to this one, so a backend whose settings differ does not compile.
+type configSpecs tracepointVariableSpecs
+
+// sharedMaps are the maps of bpf/ that user space reads or fills, in every backend's object.
+type sharedMaps struct {
+	events         *ebpf.Map // ring buffer of records
+	counters       *ebpf.Map // per-CPU counters: emitted, dropped
+	enforceAllowed *ebpf.Map // cgroups --enforce lets write
+	agentValues    *ebpf.Map // the release_agent value of each hierarchy
+}
+
 type hook struct {
-	prog   string // program name in the object
+	prog   *ebpf.Program
 	point  string // where it attaches, for logs and errors
 	attach func(*ebpf.Program) (link.Link, error)
 	when   attachWhen
@@ -49,15 +75,19 @@ const (
 	notEnforcing            // observe-only twins of the refusing hooks
 )
 
-// lifecycleHooks are in every backend's object (bpf/lifecycle.h).
-var lifecycleHooks = []hook{
-	{prog: "ew_sched_process_exec", point: "tp_btf/sched_process_exec", attach: attachTracing},
-	{prog: "ew_cgroup_setup_root", point: "tp_btf/cgroup_setup_root", attach: attachTracing},
-	{prog: "ew_cgroup_remount", point: "tp_btf/cgroup_remount", attach: attachTracing},
-	{prog: "ew_cgroup_destroy_root", point: "tp_btf/cgroup_destroy_root", attach: attachTracing},
+// lifecyclePrograms are the programs of bpf/lifecycle.h, in every backend's object.
+type lifecyclePrograms struct {
+	schedProcessExec, cgroupSetupRoot, cgroupRemount, cgroupDestroyRoot *ebpf.Program
 }
 
-func withLifecycle(hooks ...hook) []hook { return append(hooks, lifecycleHooks...) }
+func (p lifecyclePrograms) hooks() []hook {
+	return []hook{
+		{prog: p.schedProcessExec, point: "tp_btf/sched_process_exec", attach: attachTracing},
+		{prog: p.cgroupSetupRoot, point: "tp_btf/cgroup_setup_root", attach: attachTracing},
+		{prog: p.cgroupRemount, point: "tp_btf/cgroup_remount", attach: attachTracing},
+		{prog: p.cgroupDestroyRoot, point: "tp_btf/cgroup_destroy_root", attach: attachTracing},
+	}
+}
 
 func attachTracing(p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p})
@@ -68,7 +98,7 @@ func attachLSM(p *ebpf.Program) (link.Link, error) {
 }
 
 // kprobeHook is program prog on the entry of kernel function symbol, or on its return.
-func kprobeHook(prog, symbol string, ret bool) hook {
+func kprobeHook(prog *ebpf.Program, symbol string, ret bool) hook {
 	if ret {
 		return hook{prog: prog, point: "kretprobe/" + symbol,
 			attach: func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }}
@@ -79,62 +109,120 @@ func kprobeHook(prog, symbol string, ret bool) hook {
 
 var backends = []backend{
 	{
-		name: BackendLSM,
-		spec: loadLsm,
-		hooks: withLifecycle(
-			hook{prog: "ew_lsm_file_open", point: "lsm/file_open", attach: attachLSM},
-			hook{prog: "ew_lsm_inode_rename", point: "lsm/inode_rename", attach: attachLSM},
-			hook{prog: "ew_lsm_file_permission", point: "lsm/file_permission", attach: attachLSM, when: enforcing},
-			hook{prog: "ew_lsm_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
-			hook{prog: "ew_lsm_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
-			hook{prog: "ew_lsm_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
-			hook{prog: "ew_lsm_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
-		),
-		canDeny:   true,
+		name:      BackendLSM,
+		objects:   func() objects { return new(lsmObjects) },
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
 		preflight: bpfLSMActive,
 	},
 	{
-		name: BackendFentry,
-		spec: loadFentry,
-		hooks: withLifecycle(
-			hook{prog: "ew_fentry_file_open", point: "fentry/security_file_open", attach: attachTracing, when: notEnforcing},
-			hook{prog: "ew_fentry_inode_rename", point: "fentry/security_inode_rename", attach: attachTracing, when: notEnforcing},
-			hook{prog: "ew_fmodret_file_open", point: "fmod_ret/security_file_open", attach: attachTracing, when: enforcing},
-			hook{prog: "ew_fmodret_inode_rename", point: "fmod_ret/security_inode_rename", attach: attachTracing, when: enforcing},
-			hook{prog: "ew_fmodret_file_permission", point: "fmod_ret/security_file_permission", attach: attachTracing, when: enforcing},
-			hook{prog: "ew_fexit_agent_write", point: "fexit/cgroup_release_agent_write", attach: attachTracing},
-			hook{prog: "ew_fexit_notify_write", point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
-			hook{prog: "ew_fentry_parse_param", point: "fentry/cgroup1_parse_param", attach: attachTracing},
-			hook{prog: "ew_fexit_parse_param", point: "fexit/cgroup1_parse_param", attach: attachTracing},
-		),
-		canDeny: true,
+		name:    BackendFentry,
+		objects: func() objects { return new(fentryObjects) },
 		needs:   "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
 	},
 	{
-		name: BackendKprobe,
-		spec: loadKprobe,
-		hooks: withLifecycle(
-			kprobeHook("ew_kprobe_file_open", "security_file_open", false),
-			kprobeHook("ew_kprobe_inode_rename", "security_inode_rename", false),
-			kprobeHook("ew_kprobe_agent_write", "cgroup_release_agent_write", false),
-			kprobeHook("ew_kretprobe_agent_write", "cgroup_release_agent_write", true),
-			kprobeHook("ew_kprobe_notify_write", "cgroup_write_notify_on_release", false),
-			kprobeHook("ew_kretprobe_notify_write", "cgroup_write_notify_on_release", true),
-			kprobeHook("ew_kprobe_parse_param", "cgroup1_parse_param", false),
-			kprobeHook("ew_kretprobe_parse_param", "cgroup1_parse_param", true),
-		),
-		needs: "kprobes: CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
+		name:    BackendKprobe,
+		objects: func() objects { return new(kprobeObjects) },
+		needs:   "kprobes: CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
 	},
 	{
-		name: BackendTracepoint,
-		spec: loadTracepoint,
-		hooks: withLifecycle(
-			hook{prog: "ew_sys_exit", point: "tp_btf/sys_exit", attach: attachTracing},
-			hook{prog: "ew_io_uring_complete", point: "tp_btf/io_uring_complete", attach: attachTracing},
-		),
-		needs: "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and kernel 5.17 or later (bpf_loop)",
+		name:    BackendTracepoint,
+		objects: func() objects { return new(tracepointObjects) },
+		needs:   "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and kernel 5.17 or later (bpf_loop)",
 	},
+}
+
+func (*lsmObjects) spec() (*ebpf.CollectionSpec, error) { return loadLsm() }
+
+func (*lsmObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v lsmVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *lsmObjects) shared() sharedMaps {
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+}
+
+func (o *lsmObjects) hooks() []hook {
+	return append([]hook{
+		{prog: o.EwLsmFileOpen, point: "lsm/file_open", attach: attachLSM},
+		{prog: o.EwLsmInodeRename, point: "lsm/inode_rename", attach: attachLSM},
+		{prog: o.EwLsmFilePermission, point: "lsm/file_permission", attach: attachLSM, when: enforcing},
+		{prog: o.EwLsmFexitAgentWrite, point: "fexit/cgroup_release_agent_write", attach: attachTracing},
+		{prog: o.EwLsmFexitNotifyWrite, point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
+		{prog: o.EwLsmFentryParseParam, point: "fentry/cgroup1_parse_param", attach: attachTracing},
+		{prog: o.EwLsmFexitParseParam, point: "fexit/cgroup1_parse_param", attach: attachTracing},
+	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
+}
+
+func (*fentryObjects) spec() (*ebpf.CollectionSpec, error) { return loadFentry() }
+
+func (*fentryObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v fentryVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *fentryObjects) shared() sharedMaps {
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+}
+
+func (o *fentryObjects) hooks() []hook {
+	return append([]hook{
+		{prog: o.EwFentryFileOpen, point: "fentry/security_file_open", attach: attachTracing, when: notEnforcing},
+		{prog: o.EwFentryInodeRename, point: "fentry/security_inode_rename", attach: attachTracing, when: notEnforcing},
+		{prog: o.EwFmodretFileOpen, point: "fmod_ret/security_file_open", attach: attachTracing, when: enforcing},
+		{prog: o.EwFmodretInodeRename, point: "fmod_ret/security_inode_rename", attach: attachTracing, when: enforcing},
+		{prog: o.EwFmodretFilePermission, point: "fmod_ret/security_file_permission", attach: attachTracing, when: enforcing},
+		{prog: o.EwFexitAgentWrite, point: "fexit/cgroup_release_agent_write", attach: attachTracing},
+		{prog: o.EwFexitNotifyWrite, point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
+		{prog: o.EwFentryParseParam, point: "fentry/cgroup1_parse_param", attach: attachTracing},
+		{prog: o.EwFexitParseParam, point: "fexit/cgroup1_parse_param", attach: attachTracing},
+	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
+}
+
+func (*kprobeObjects) spec() (*ebpf.CollectionSpec, error) { return loadKprobe() }
+
+func (*kprobeObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v kprobeVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *kprobeObjects) shared() sharedMaps {
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+}
+
+func (o *kprobeObjects) hooks() []hook {
+	return append([]hook{
+		kprobeHook(o.EwKprobeFileOpen, "security_file_open", false),
+		kprobeHook(o.EwKprobeInodeRename, "security_inode_rename", false),
+		kprobeHook(o.EwKprobeAgentWrite, "cgroup_release_agent_write", false),
+		kprobeHook(o.EwKretprobeAgentWrite, "cgroup_release_agent_write", true),
+		kprobeHook(o.EwKprobeNotifyWrite, "cgroup_write_notify_on_release", false),
+		kprobeHook(o.EwKretprobeNotifyWrite, "cgroup_write_notify_on_release", true),
+		kprobeHook(o.EwKprobeParseParam, "cgroup1_parse_param", false),
+		kprobeHook(o.EwKretprobeParseParam, "cgroup1_parse_param", true),
+	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
+}
+
+func (*tracepointObjects) spec() (*ebpf.CollectionSpec, error) { return loadTracepoint() }
+
+func (*tracepointObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v tracepointVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *tracepointObjects) shared() sharedMaps {
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+}
+
+func (o *tracepointObjects) hooks() []hook {
+	return append([]hook{
+		{prog: o.EwSysExit, point: "tp_btf/sys_exit", attach: attachTracing},
+		{prog: o.EwIoUringComplete, point: "tp_btf/io_uring_complete", attach: attachTracing},
+	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
 }
 
 // BackendNames lists the accepted --backend values.

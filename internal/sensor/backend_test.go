@@ -27,7 +27,7 @@ func TestHooksByEnforce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		points := (&Sensor{backend: b, enforce: tt.enforce}).Programs()
+		points := (&Sensor{backend: b, objs: b.objects(), enforce: tt.enforce}).Programs()
 		for _, p := range tt.want {
 			if !slices.Contains(points, p) {
 				t.Errorf("%s enforce=%v: %s missing from %v", tt.backend, tt.enforce, p, points)
@@ -41,17 +41,35 @@ func TestHooksByEnforce(t *testing.T) {
 	}
 }
 
-// TestHookProgramsExist: every hook names a program of its backend's object.
-func TestHookProgramsExist(t *testing.T) {
+// TestBackendObjects: each backend's embedded object parses, has the load-time settings, and has one hook per
+// program (none is loaded without ever being attached). Program names themselves are checked by the compiler.
+func TestBackendObjects(t *testing.T) {
 	for _, b := range backends {
-		spec, err := b.spec()
+		objs := b.objects()
+		spec, err := objs.spec()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", b.name, err)
 		}
-		for _, h := range b.hooks {
-			if _, ok := spec.Programs[h.prog]; !ok {
-				t.Errorf("%s: hook %s names program %s, not in the object", b.name, h.point, h.prog)
-			}
+		if _, err := objs.config(spec); err != nil {
+			t.Errorf("%s: settings: %v", b.name, err)
 		}
+		if hooks := objs.hooks(); len(hooks) != len(spec.Programs) {
+			t.Errorf("%s: %d hooks for %d programs in the object", b.name, len(hooks), len(spec.Programs))
+		}
+	}
+}
+
+// TestEnforceAllowLimit: MaxEnforceAllow is the size of the kernel's allow list (EW_ALLOW_MAX).
+func TestEnforceAllowLimit(t *testing.T) {
+	spec, err := loadTracepoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maps tracepointMapSpecs
+	if err := spec.Assign(&maps); err != nil {
+		t.Fatal(err)
+	}
+	if n := maps.EwEnforceAllowed.MaxEntries; n != MaxEnforceAllow {
+		t.Errorf("ew_enforce_allowed holds %d entries, MaxEnforceAllow is %d", n, MaxEnforceAllow)
 	}
 }

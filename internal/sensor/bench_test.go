@@ -63,7 +63,7 @@ func BenchmarkUnrelatedWrite(b *testing.B) {
 
 func benchmarkOverhead(b *testing.B, unit string, op func()) {
 	s := openForBench(b)
-	attachNoop := noopFor(b, s.backend)
+	attachNoop := noopFor(b, s)
 	s.detach()
 
 	var spent [3]time.Duration // by state
@@ -160,22 +160,27 @@ func BenchmarkWriteToFinding(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
-// noopFor loads the empty program on the same hook as the backend's open hook and returns how to attach it.
-func noopFor(b *testing.B, be *backend) func() (link.Link, error) {
-	names := map[string]string{
-		BackendLSM: "ew_noop_lsm_file_open", BackendFentry: "ew_noop_fentry_file_open",
-		BackendKprobe: "ew_noop_kprobe_file_open", BackendTracepoint: "ew_noop_sys_exit",
-	}
+// noopFor loads the empty program on the same hook as the backend's open hook (its first) and returns how to
+// attach it.
+func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
 	spec, err := loadNoop()
 	if err != nil {
 		b.Fatal(err)
 	}
-	prog, err := ebpf.NewProgram(spec.Programs[names[be.name]])
+	var noop noopProgramSpecs
+	if err := spec.Assign(&noop); err != nil {
+		b.Fatal(err)
+	}
+	progSpec := map[string]*ebpf.ProgramSpec{
+		BackendLSM: noop.EwNoopLsmFileOpen, BackendFentry: noop.EwNoopFentryFileOpen,
+		BackendKprobe: noop.EwNoopKprobeFileOpen, BackendTracepoint: noop.EwNoopSysExit,
+	}[s.backend.name]
+	prog, err := ebpf.NewProgram(progSpec)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { prog.Close() })
-	return func() (link.Link, error) { return be.hooks[0].attach(prog) }
+	return func() (link.Link, error) { return s.objs.hooks()[0].attach(prog) }
 }
 
 func openForBench(b *testing.B) *Sensor {

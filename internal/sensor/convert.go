@@ -99,8 +99,9 @@ func (c *converter) event(r *Record) event.Event {
 			ContainerStarted: origin == event.OriginContainer,
 			IsCompat:         r.Has(kernelEwFactEW_FACT_COMPAT_SYSCALL),
 		},
-		Origin: origin,
-		Action: actionNames[kernelEwAction(r.Action)],
+		Origin:    origin,
+		Action:    actionNames[kernelEwAction(r.Action)],
+		Truncated: truncatedArgs(r),
 	}
 	switch r.Kind {
 	case kernelEwKindEW_KIND_FILE_OPEN:
@@ -155,6 +156,27 @@ func (c *converter) event(r *Record) event.Event {
 	ev.ArgsNum = len(ev.Args)
 	c.enrich(&ev, ctr)
 	return ev
+}
+
+// truncatedArgs names the event arguments whose value the kernel cut, in the order of the event's arguments:
+// the paths it walks up from a file (the record's path and, for renames, base path) keep their lower part when
+// the walk cannot reach the top.
+func truncatedArgs(r *Record) []string {
+	var cut []string
+	switch r.Kind {
+	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_AGENT_WRITE, kernelEwKindEW_KIND_NOTIFY_WRITE:
+		if r.Has(kernelEwFactEW_FACT_PATH_TRUNCATED) {
+			cut = append(cut, "pathname")
+		}
+	case kernelEwKindEW_KIND_INODE_RENAME:
+		if r.Has(kernelEwFactEW_FACT_BASE_PATH_TRUNCATED) {
+			cut = append(cut, "old_path")
+		}
+		if r.Has(kernelEwFactEW_FACT_PATH_TRUNCATED) {
+			cut = append(cut, "new_path")
+		}
+	}
+	return cut
 }
 
 // enrich adds what the container's runtime knows: name, image, pod. The lookup waits a bounded time; a

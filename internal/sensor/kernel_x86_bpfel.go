@@ -32,14 +32,15 @@ const (
 type kernelEwFact uint32
 
 const (
-	kernelEwFactEW_FACT_CGROUP1AGENT   kernelEwFact = 1
-	kernelEwFactEW_FACT_COMPAT_SYSCALL kernelEwFact = 2
-	kernelEwFactEW_FACT_PATH_TRUNCATED kernelEwFact = 4
-	kernelEwFactEW_FACT_DIR_RESOLVED   kernelEwFact = 8
-	kernelEwFactEW_FACT_OLD_VALUE      kernelEwFact = 16
-	kernelEwFactEW_FACT_ENABLED        kernelEwFact = 32
-	kernelEwFactEW_FACT_MOUNT_DATA     kernelEwFact = 64
-	kernelEwFactEW_FACT_CGROUP_CUT     kernelEwFact = 128
+	kernelEwFactEW_FACT_CGROUP1AGENT        kernelEwFact = 1
+	kernelEwFactEW_FACT_COMPAT_SYSCALL      kernelEwFact = 2
+	kernelEwFactEW_FACT_PATH_TRUNCATED      kernelEwFact = 4
+	kernelEwFactEW_FACT_DIR_RESOLVED        kernelEwFact = 8
+	kernelEwFactEW_FACT_OLD_VALUE           kernelEwFact = 16
+	kernelEwFactEW_FACT_ENABLED             kernelEwFact = 32
+	kernelEwFactEW_FACT_MOUNT_DATA          kernelEwFact = 64
+	kernelEwFactEW_FACT_CGROUP_CUT          kernelEwFact = 128
+	kernelEwFactEW_FACT_BASE_PATH_TRUNCATED kernelEwFact = 256
 )
 
 type kernelEwKind uint32
@@ -72,11 +73,9 @@ type kernelEwRecord struct {
 		Tid         uint32
 		Ppid        uint32
 		Uid         uint32
-		Gid         uint32
 		MntNs       uint32
 		PidNs       uint32
 		Cpu         uint32
-		Pad0        uint32
 		Comm        [16]int8
 		Hostname    [64]int8
 	}
@@ -84,8 +83,8 @@ type kernelEwRecord struct {
 	CtimeNs    uint64
 	Dev        uint32
 	FileFlags  uint32
-	FsMagic    uint32
 	Action     uint32
+	Pad0       uint32
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8

@@ -54,11 +54,9 @@ type kprobeEwRecord struct {
 		Tid         uint32
 		Ppid        uint32
 		Uid         uint32
-		Gid         uint32
 		MntNs       uint32
 		PidNs       uint32
 		Cpu         uint32
-		Pad0        uint32
 		Comm        [16]int8
 		Hostname    [64]int8
 	}
@@ -66,8 +64,8 @@ type kprobeEwRecord struct {
 	CtimeNs    uint64
 	Dev        uint32
 	FileFlags  uint32
-	FsMagic    uint32
 	Action     uint32
+	Pad0       uint32
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8

@@ -17,7 +17,6 @@ type Record struct {
 	CtimeNs   uint64
 	Dev       uint32
 	FileFlags uint32
-	FsMagic   uint32
 	Action    uint32 // enum ew_action
 	// CgroupPath is the task's cgroup (v2, or the first v1 controller below the root).
 	CgroupPath string
@@ -38,7 +37,7 @@ type Task struct {
 	HostPID, HostTID    uint32
 	HostPPID            uint32
 	PID, TID, PPID      uint32
-	UID, GID            uint32
+	UID                 uint32
 	MntNS, PidNS        uint32
 	CPU                 uint32
 	Comm, Hostname      string
@@ -70,7 +69,7 @@ func decodeRecord(raw []byte) (Record, error) {
 		Task: Task{
 			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId,
 			HostPID: t.HostPid, HostTID: t.HostTid, HostPPID: t.HostPpid,
-			PID: t.Pid, TID: t.Tid, PPID: t.Ppid, UID: t.Uid, GID: t.Gid,
+			PID: t.Pid, TID: t.Tid, PPID: t.Ppid, UID: t.Uid,
 			MntNS: t.MntNs, PidNS: t.PidNs, CPU: t.Cpu,
 			Comm: cString(t.Comm[:]), Hostname: cString(t.Hostname[:]),
 		},
@@ -78,7 +77,6 @@ func decodeRecord(raw []byte) (Record, error) {
 		CtimeNs:    c.CtimeNs,
 		Dev:        c.Dev,
 		FileFlags:  c.FileFlags,
-		FsMagic:    c.FsMagic,
 		Action:     c.Action,
 		CgroupPath: cString(c.CgroupPath[:]),
 		Path:       cString(c.Path[:]),

@@ -12,16 +12,20 @@ import (
 const cgroupSuperMagic = 0x27e0eb
 
 // renameTargetsAgent decides, for a refused rename whose new name ends in release_agent, whether that name is
-// the release_agent at the root of a cgroup v1 hierarchy (spec section 3). (Successful renames never are; the
-// kernel drops them.) The kernel decides for plain names; a name with a directory part is resolved here, inside
+// the real release_agent: the one at the root of a cgroup v1 hierarchy, not a file of that name elsewhere nor a
+// child cgroup directory. (Successful renames never are; the kernel drops them.) The kernel decides for plain names; a name with a directory part is resolved here, inside
 // the renaming process's root, since a BPF program cannot walk a path. When that is impossible (the process is
-// gone) the attempt is kept: a miss is worse than the rare noise of a refused rename to that name.
+// gone, or the directory's path was cut) the attempt is kept: a miss is worse than the rare noise of a refused
+// rename to that name.
 func (c *converter) renameTargetsAgent(r *Record) bool {
 	if r.Has(kernelEwFactEW_FACT_CGROUP1AGENT) {
 		return true
 	}
 	if r.Has(kernelEwFactEW_FACT_DIR_RESOLVED) {
 		return false
+	}
+	if r.Has(kernelEwFactEW_FACT_PATH_TRUNCATED) {
+		return true // the new name's directory is known by its lower part only: it cannot be resolved
 	}
 	dir := path.Dir(joinDir(r.Path, r.ArgPath))
 	real, err := c.isHierarchyRoot(r.Task.HostPID, dir)

@@ -45,17 +45,16 @@ type Config struct {
 
 // Sensor is a loaded and attached set of programs.
 type Sensor struct {
-	backend  *backend
-	coll     *ebpf.Collection
-	events   *ebpf.Map
-	counters *ebpf.Map
-	mu       sync.Mutex // guards links: Run's shutdown and Close both detach
-	links    []link.Link
-	reader   *ringbuf.Reader
-	conv     *converter
-	anyFS    bool
-	enforce  bool
-	log      *slog.Logger
+	backend *backend
+	objs    objects // loaded
+	maps    sharedMaps
+	mu      sync.Mutex // guards links: Run's shutdown and Close both detach
+	links   []link.Link
+	reader  *ringbuf.Reader
+	conv    *converter
+	anyFS   bool
+	enforce bool
+	log     *slog.Logger
 
 	statsMu sync.Mutex // orders Stats with Close: Close reads the kernel's counters a last time, then frees them
 	final   *Stats     // those last counters, set by Close and returned by Stats from then on
@@ -125,46 +124,53 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := b.spec()
+	objs := b.objects()
+	spec, err := objs.spec()
 	if err != nil {
 		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
 	}
+	vars, err := objs.config(spec)
+	if err != nil {
+		return nil, fmt.Errorf("the embedded BPF object's settings: %w", err)
+	}
 	host := cfg.Classifier.Host()
-	for name, v := range map[string]any{
-		"any_fs": boolByte(cfg.AnyFS), "enforce": boolByte(cfg.Enforce),
-		"host_mnt_ns": host.Mnt, "host_pid_ns": host.PID,
-		"enforce_allow_count": uint32(len(cfg.EnforceAllowCgroups)),
+	for _, v := range []struct {
+		spec  *ebpf.VariableSpec
+		value any
+	}{
+		{vars.AnyFs, boolByte(cfg.AnyFS)}, {vars.Enforce, boolByte(cfg.Enforce)},
+		{vars.HostMntNs, host.Mnt}, {vars.HostPidNs, host.PID},
+		{vars.EnforceAllowCount, uint32(len(cfg.EnforceAllowCgroups))},
 	} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+		if err := v.spec.Set(v.value); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.spec.Name, err)
 		}
 	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) && !errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %+v", ve)
 		}
 		return nil, fmt.Errorf("%w: load: %w", errNotAvailable, err)
 	}
-	if err := setAllowedCgroups(coll.Maps["ew_enforce_allowed"], cfg.EnforceAllowCgroups); err != nil {
-		coll.Close()
+	maps := objs.shared()
+	if err := setAllowedCgroups(maps.enforceAllowed, cfg.EnforceAllowCgroups); err != nil {
+		objs.Close()
 		return nil, err
 	}
 	s := &Sensor{
-		backend: b, coll: coll, conv: conv, anyFS: cfg.AnyFS, enforce: cfg.Enforce, log: log,
-		events: coll.Maps["ew_events"], counters: coll.Maps["ew_counters"],
+		backend: b, objs: objs, maps: maps, conv: conv, anyFS: cfg.AnyFS, enforce: cfg.Enforce, log: log,
 	}
 	if err := s.attach(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%w: %w", errNotAvailable, err)
 	}
-	if s.reader, err = ringbuf.NewReader(s.events); err != nil {
+	if s.reader, err = ringbuf.NewReader(s.maps.events); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open the ring buffer: %w", err)
 	}
 	// After attaching, so that no write falls between reading a value and watching for the next.
-	if n, err := seedAgentValues(coll.Maps["ew_agent_values"], "/proc"); err != nil {
+	if n, err := seedAgentValues(maps.agentValues, "/proc"); err != nil {
 		log.Warn("release_agent values of the existing hierarchies unknown: their first change reports no old value", "err", err)
 	} else {
 		log.Debug("release_agent values of the existing hierarchies read", "hierarchies", n)
@@ -172,10 +178,11 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	return s, nil
 }
 
-// Limits of Config.EnforceAllowCgroups (EW_ALLOW_MAX, EW_ALLOW_LEN in bpf/common.h).
+// Limits of Config.EnforceAllowCgroups: EW_ALLOW_MAX (the entries of ew_enforce_allowed, in bpf/enforce.h) and the
+// size of struct ew_allowed_cgroup's prefix.
 const (
 	MaxEnforceAllow    = 16
-	MaxEnforceAllowLen = 128
+	MaxEnforceAllowLen = len(tracepointEwAllowedCgroup{}.Prefix)
 )
 
 // setAllowedCgroups hands the allowed cgroup path prefixes to the kernel side.
@@ -202,9 +209,6 @@ func setAllowedCgroups(m *ebpf.Map, prefixes []string) error {
 // Backend names the kind of hooks in use.
 func (s *Sensor) Backend() string { return s.backend.name }
 
-// CanDeny reports whether --enforce refuses operations (lsm, fentry) rather than killing the process.
-func (s *Sensor) CanDeny() bool { return s.backend.canDeny }
-
 // Programs lists the hooks the programs attach to, for the startup log.
 func (s *Sensor) Programs() []string {
 	var points []string
@@ -217,7 +221,7 @@ func (s *Sensor) Programs() []string {
 // hooks are the backend's hooks this configuration attaches.
 func (s *Sensor) hooks() []hook {
 	var hooks []hook
-	for _, h := range s.backend.hooks {
+	for _, h := range s.objs.hooks() {
 		if h.when == always || (h.when == enforcing) == s.enforce {
 			hooks = append(hooks, h)
 		}
@@ -294,7 +298,7 @@ func (s *Sensor) readKernelCounters(st *Stats) {
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
 	var perCPU []uint64
-	if err := s.counters.Lookup(uint32(idx), &perCPU); err != nil {
+	if err := s.maps.counters.Lookup(uint32(idx), &perCPU); err != nil {
 		return 0, fmt.Errorf("read kernel counter %d: %w", idx, err)
 	}
 	var sum uint64
@@ -332,7 +336,7 @@ func (s *Sensor) attach() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, h := range s.hooks() {
-		l, err := h.attach(s.coll.Programs[h.prog])
+		l, err := h.attach(h.prog)
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", h.point, err)
 		}
@@ -365,8 +369,8 @@ func (s *Sensor) Close() error {
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
 	}
-	if s.coll != nil {
-		s.coll.Close()
+	if s.objs != nil {
+		errs = append(errs, s.objs.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -113,8 +113,8 @@ var mustAlert = []openCase{
 	},
 }
 
-// TestPrivilegedTRC1010MustAlert runs every must-alert case of spec section 5 from a new mount+pid namespace
-// against the sensor on its defaults, and checks the finding's exact fields.
+// TestPrivilegedTRC1010MustAlert runs every way of opening the real release_agent for writing (mustAlert) from a
+// new mount+pid namespace against the sensor on its defaults, and checks the finding's exact fields.
 func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 	s := startSensor(t)
 	for _, tc := range mustAlert {
@@ -141,6 +141,7 @@ func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 				{"flags", f.arg("flags"), int32(tc.flags)},
 				{"syscall", ev.Syscall, tc.syscall},
 				{"Data is null", f.Data == nil, true},
+				{"truncated", len(ev.Truncated), 0},
 			}
 			for _, c := range checks {
 				if c.got != c.want {

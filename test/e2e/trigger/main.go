@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -150,6 +151,11 @@ func act(method, path string, rest []string) error {
 			return fmt.Errorf("%s needs VALUE", method)
 		}
 		return writeVia(method, path, []byte(rest[0]))
+	case "longpath": // longpath HIERARCHY BASE: open HIERARCHY's release_agent through a path longer than PATH_MAX
+		if len(rest) != 1 {
+			return fmt.Errorf("longpath needs BASE")
+		}
+		return openLongPath(path, rest[0])
 	case "stat":
 		var st unix.Stat_t
 		return unix.Stat(path, &st)
@@ -302,6 +308,55 @@ func writeAndClose(fd, flags int) error {
 	}
 	_, err := unix.Write(fd, []byte(agentValue))
 	return err
+}
+
+// longPathDirs and longPathName make the directory chain of openLongPath: 20 names of 250 bytes, a path longer
+// than PATH_MAX (4096) in fewer components than the kernel side's walk takes.
+const (
+	longPathDirs = 20
+	longPathName = 250
+)
+
+// openLongPath makes a chain of long-named directories under base (with *at calls: no path names it whole),
+// bind-mounts hierarchy on its last directory, and opens the release_agent there for writing, relative to the
+// chain. The process must have a mount namespace of its own: the bind mount goes with it.
+func openLongPath(hierarchy, base string) error {
+	name := strings.Repeat("l", longPathName)
+	parent, err := unix.Open(base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	for i := 1; i < longPathDirs; i++ {
+		if err := unix.Mkdirat(parent, name, 0o755); err != nil {
+			unix.Close(parent)
+			return err
+		}
+		next, err := unix.Openat(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(parent)
+		if err != nil {
+			return err
+		}
+		parent = next
+	}
+	defer unix.Close(parent)
+	if err := unix.Mkdirat(parent, name, 0o755); err != nil {
+		return err
+	}
+	last, err := unix.Openat(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Mount(hierarchy, "/proc/self/fd/"+strconv.Itoa(last), "", unix.MS_BIND, "")
+	unix.Close(last)
+	if err != nil {
+		return fmt.Errorf("bind mount at the end of the chain: %w", err)
+	}
+	// Looked up from the parent, the last name crosses into the mount.
+	fd, err := unix.Openat(parent, name+"/release_agent", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	return writeAndClose(fd, unix.O_WRONLY)
 }
 
 // byHandle opens PATH with name_to_handle_at + open_by_handle_at, the way that bypasses path lookup.

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* --enforce: which writers of the real release_agent are let through, and what is done to the others. */
+#ifndef EW_ENFORCE_H
+#define EW_ENFORCE_H
+
+#include "config.h"
+#include "maps.h"
+#include "task.h"
+
+#define EW_SIGKILL 9
+
+/* Writers --enforce allows besides the host's own processes: cgroup path prefixes from the configuration, the
+ * first enforce_allow_count entries. Matched only when a write would otherwise be stopped, never on a hot path. */
+#define EW_ALLOW_MAX 16
+#define EW_ALLOW_LEN 128
+
+struct ew_allowed_cgroup {
+	__u32 len;
+	char prefix[EW_ALLOW_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EW_ALLOW_MAX);
+	__type(key, __u32);
+	__type(value, struct ew_allowed_cgroup);
+} ew_enforce_allowed SEC(".maps");
+
+struct ew_allow_scan {
+	const char *cgroup_path;
+	__u32 found;
+	__u32 pad;
+};
+
+/* ew_allow_step checks allowed prefix number i against the cgroup path: the whole prefix, ending at a path
+ * boundary, so "/lxc.payload.web" does not allow "/lxc.payload.web2". */
+static long ew_allow_step(__u64 i, void *data)
+{
+	struct ew_allow_scan *scan = data;
+	__u32 idx = i;
+	if (idx >= enforce_allow_count)
+		return 1;
+	struct ew_allowed_cgroup *a = bpf_map_lookup_elem(&ew_enforce_allowed, &idx);
+	if (!a)
+		return 1;
+	__u32 len = a->len;
+	if (len == 0 || len >= EW_ALLOW_LEN)
+		return 0;
+	for (int j = 0; j < EW_ALLOW_LEN; j++) {
+		if ((__u32)j >= len)
+			break;
+		if (scan->cgroup_path[j] != a->prefix[j])
+			return 0;
+	}
+	char next = scan->cgroup_path[len & (EW_ALLOW_LEN - 1)];
+	if (next == '/' || next == 0) {
+		scan->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* ew_enforce decides what --enforce does to the current task for an operation on the real release_agent:
+ * nothing for the host's own processes (same mount and pid namespaces as the host's init) and for writers in an
+ * allowed cgroup (cgroup_path, as ew_cgroup_path writes it); otherwise deny when the hook can, else SIGKILL,
+ * which the kernel delivers before the task returns to user space. */
+static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, const char *cgroup_path,
+					int cgroup_whole)
+{
+	if (!enforce)
+		return EW_ACTION_ALERT;
+	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
+		return EW_ACTION_ALERT;
+	if (enforce_allow_count && cgroup_whole) {
+		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
+		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
+		if (scan.found)
+			return EW_ACTION_ALERT;
+	}
+	if (can_deny)
+		return EW_ACTION_DENIED;
+	bpf_send_signal(EW_SIGKILL);
+	return EW_ACTION_KILLED;
+}
+
+#endif

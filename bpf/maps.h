@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The maps every backend shares: the ring buffer, the counters and the per-CPU scratch buffers. */
+#ifndef EW_MAPS_H
+#define EW_MAPS_H
+
+#include "kernel.h"
+#include "record.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} ew_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EW_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ew_counters SEC(".maps");
+
+/* The record is too large for the 512-byte BPF stack, so it is assembled in per-CPU scratch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_record);
+} ew_record_scratch SEC(".maps");
+
+/* Paths are built from the leaf upwards, so they are written backwards into a buffer twice as large as a
+ * path: every offset the verifier sees stays in bounds by masking alone. */
+struct ew_path_buf {
+	char data[EW_PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_path_buf);
+} ew_path_scratch SEC(".maps");
+
+static __always_inline void ew_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ew_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void ew_emit(struct ew_record *r)
+{
+	if (bpf_ringbuf_output(&ew_events, r, sizeof(*r), 0))
+		ew_count(EW_COUNTER_DROPPED);
+	else
+		ew_count(EW_COUNTER_EMITTED);
+}
+
+#endif

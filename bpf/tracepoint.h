@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Helpers only the tracepoint backend uses: writes resolved to their file, mount options from syscall arguments. */
+#ifndef EW_TRACEPOINT_H
+#define EW_TRACEPOINT_H
+
+#include "syscall.h"
+#include "agent.h"
+
+/* ew_fd_file_btf is ew_fd_file for a BTF-typed task (bpf_get_current_task_btf): the pointer chain is read with
+ * direct loads, only the indexed slot needs a helper. */
+static __always_inline struct file *ew_fd_file_btf(struct task_struct *task, int fd)
+{
+	struct fdtable *fdt = task->files->fdt;
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	return file;
+}
+
+#define EW_NOTIFY_NAME "notify_on_release"
+#define EW_NOTIFY_LEN 17
+
+/* ew_notify_written reports a write to the notify_on_release of cgroup cgrp, with the flag after it. */
+static __always_inline void ew_notify_written(struct file *file, struct cgroup *cgrp, __u32 source, __s64 ret,
+					      __u32 nr, __u32 facts)
+{
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return;
+	unsigned long flags = BPF_CORE_READ(cgrp, flags);
+	/* CGRP_NOTIFY_ON_RELEASE is bit 0 of an anonymous enum (CO-RE cannot name it); it has never moved. */
+	if (flags & 1)
+		facts |= EW_FACT_ENABLED;
+	ew_record_head(r, EW_KIND_NOTIFY_WRITE, source, ret, nr, facts);
+	ew_record_file(r, file);
+	r->arg_path[0] = 0;
+	r->arg_path2[0] = 0;
+	struct cgroup_root *root = BPF_CORE_READ(cgrp, root);
+	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), &root->name);
+	ew_emit(r);
+}
+
+static __always_inline int ew_name_is(struct dentry *dentry, const char *want, int len)
+{
+	char name[32] = {};
+	if (BPF_CORE_READ(dentry, d_name.len) != (__u32)len)
+		return 0;
+	bpf_probe_read_kernel(name, len & 31, BPF_CORE_READ(dentry, d_name.name));
+	for (int i = 0; i < 31; i++) {
+		if (i >= len)
+			break;
+		if (name[i] != want[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* ew_file_written: the tracepoint's body for a write-family syscall on file. */
+static __always_inline void ew_file_written(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+{
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
+	if (BPF_CORE_READ(sb, s_magic) != CGROUP_SUPER_MAGIC)
+		return; /* the hot path: every other file's write leaves here */
+	if (ew_name_is(dentry, EW_NOTIFY_NAME, EW_NOTIFY_LEN)) {
+		struct kernfs_node *dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
+		ew_notify_written(file, BPF_CORE_READ(dir, priv), source, ret, nr, facts);
+		return;
+	}
+	int kfacts = ew_classify_dentry(dentry);
+	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
+		return;
+	/* kernfs keeps a directory's node in its inode's i_private */
+	struct kernfs_node *root_dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
+	ew_agent_written(file, ew_cgroup_root_of(root_dir), source, ret, nr, facts, EW_ACTION_ALERT);
+}
+
+#define EW_FSCONFIG_SET_STRING 1
+#define EW_MS_REMOUNT 32
+
+/* ew_user_str_is compares a user string with want (len bytes, NUL included). */
+static __always_inline int ew_user_str_is(const char *user, const char *want, int len)
+{
+	char buf[16] = {};
+	if (bpf_probe_read_user_str(buf, sizeof(buf), user) != len)
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		if (i >= len)
+			break;
+		if (buf[i] != want[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* ew_mount_syscall: a cgroup v1 mount(2) (its data string may hold release_agent=) or an fsconfig setting
+ * the key release_agent. Mounts are rare; user space parses the data. */
+static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
+{
+	if (sc->op == EW_OP_MOUNT) {
+		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
+		unsigned long flags = sys_arg(sc->regs, sc->compat, 3);
+		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);
+		/* A remount names no file system type: any remount's data goes to user space, which keeps only
+		 * release_agent= (remounts are rare). */
+		if (data && ((flags & EW_MS_REMOUNT) || ew_user_str_is(type, "cgroup", 7)))
+			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
+		return;
+	}
+	if (sys_arg(sc->regs, sc->compat, 1) != EW_FSCONFIG_SET_STRING)
+		return;
+	if (ew_user_str_is((const char *)sys_arg(sc->regs, sc->compat, 2), EW_AGENT_NAME, EW_AGENT_LEN + 1))
+		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
+}
+
+#endif
