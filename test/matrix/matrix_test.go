@@ -4,7 +4,6 @@ package matrix
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -70,21 +69,24 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 					Kernel:  image,
 					Cmdline: cmdline,
 					Files:   files,
-					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=6m"},
+					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=8m"},
 					Env: []string{
 						testutil.RequirePrivilegedEnv + "=1",
 						"ESCAPEWATCH_BACKEND=" + b,
 						"ESCAPEWATCH_E2E_BIN_DIR=/ew/bin",
 					},
-					// A cell takes about 70 s under TCG; the suite's own timeout (6m) fires first on a test that hangs.
-					Timeout: 8 * time.Minute,
+					// A cell takes 70-120 s under TCG (up to 6 minutes on a loaded host); the suite's own timeout
+					// fires first on a test that hangs, and a guest kernel lockup panics within a minute (vm.Run).
+					Timeout: 10 * time.Minute,
 				}
 				res, err := vm.Run(context.Background(), cfg)
-				if errors.Is(err, context.DeadlineExceeded) {
-					// The guest kernel hung (seen once in a dozen kprobe cells: a soft lockup in cgroup_mkdir under
-					// TCG). One more boot tells a hang of the emulator from one the sensor causes, which hangs again;
-					// the first hang stays in the log.
-					t.Logf("HANG: the VM did not finish; booting it once more. First attempt: %v\nguest output so far:\n%s",
+				if err != nil {
+					// The guest stopped without an exit status: a kernel lockup (its report, every CPU's stack, is in
+					// err), a panic or a timeout. Seen about once in a dozen kprobe cells with multi-threaded TCG (a
+					// soft lockup in cgroup_mkdir, on a path no backend probes), not reproduced since; the cause is
+					// not proven to be the emulator's. One more boot contains it; the report is printed either way
+					// (the test command shows this package's whole log), and a second failure fails the cell.
+					t.Logf("HANG: the guest stopped without an exit status; booting it once more. First attempt: %v\nguest output so far:\n%s",
 						err, tail(res.Output, 60))
 					res, err = vm.Run(context.Background(), cfg)
 				}
