@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"escapewatch/internal/enrich"
 	"escapewatch/internal/event"
 	"escapewatch/internal/rule"
 	"escapewatch/internal/testutil"
@@ -185,14 +183,7 @@ func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
 
 func openForBench(b *testing.B) *Sensor {
 	testutil.RequirePrivileged(b)
-	classifier, err := enrich.NewClassifier("/proc")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := Open(Config{Backend: os.Getenv("ESCAPEWATCH_BACKEND"), Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openTestSensor(b)
 	b.Cleanup(func() { s.Close() })
 	return s
 }

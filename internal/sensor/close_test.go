@@ -1,14 +1,11 @@
 package sensor
 
 import (
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
-	"escapewatch/internal/enrich"
 	"escapewatch/internal/testutil"
 )
 
@@ -17,14 +14,7 @@ import (
 // stay what they were when it closed.
 func TestPrivilegedStatsAfterClose(t *testing.T) {
 	h := testutil.MountHierarchy(t)
-	classifier, err := enrich.NewClassifier("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Config{Backend: os.Getenv("ESCAPEWATCH_BACKEND"), Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestSensor(t)
 	for range 3 {
 		fd, err := unix.Open(h.Agent(), unix.O_RDONLY, 0)
 		if err != nil {

@@ -39,14 +39,7 @@ func TestDecodeRecordRejectsBadSamples(t *testing.T) {
 // release_agent is either delivered or counted as dropped by the kernel, none vanishes.
 func TestPrivilegedDropsAreCounted(t *testing.T) {
 	h := testutil.MountHierarchy(t)
-	classifier, err := enrich.NewClassifier("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Config{Backend: os.Getenv("ESCAPEWATCH_BACKEND"), Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestSensor(t)
 	defer s.Close()
 
 	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(kernelEwRecord{}))
@@ -103,4 +96,19 @@ func TestReleaseAgentOption(t *testing.T) {
 			t.Errorf("releaseAgentOption(%q) = %q, %v; want %q, %v", tt.data, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// openTestSensor opens the sensor on the backend the test run asks for (ESCAPEWATCH_BACKEND, auto when unset),
+// with the real origin classifier and a silent log.
+func openTestSensor(tb testing.TB) *Sensor {
+	tb.Helper()
+	classifier, err := enrich.NewClassifier("/proc")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := Open(Config{Backend: os.Getenv("ESCAPEWATCH_BACKEND"), Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }
