@@ -73,8 +73,7 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 		switch ev.Action {
 		case "output":
 			if shown {
-				fmt.Fprint(out, ev.Output)
-				continue
+				fmt.Fprint(out, ev.Output) // and kept below too: a skip's reason is read from it
 			}
 			b := outputs[k]
 			if b == nil {
