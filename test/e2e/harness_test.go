@@ -27,6 +27,11 @@ var (
 	triggerBin string
 )
 
+// suiteTools are the programs the suite's actors run, besides its own binaries and the shell.
+var suiteTools = []struct{ name, debianPackage string }{
+	{"unshare", "util-linux"}, {"setpriv", "util-linux"}, {"python3", "python3"},
+}
+
 // Environment of the suite. Inside the kernel-matrix VMs there is no Go toolchain: the binaries come prebuilt.
 const (
 	binDirEnv  = "ESCAPEWATCH_E2E_BIN_DIR" // holds escapewatch and trigger, prebuilt
@@ -131,6 +136,9 @@ func startSensor(t *testing.T, args ...string) *sensor {
 func launchSensor(t *testing.T, args ...string) *sensor {
 	t.Helper()
 	testutil.RequirePrivileged(t)
+	for _, tool := range suiteTools {
+		testutil.RequireTool(t, tool.name, tool.debianPackage)
+	}
 	// A free port each: sensors of concurrent test runs must not collide on the default metrics port.
 	args = append([]string{"run", "--backend", backend(), "--metrics-addr", "127.0.0.1:0"}, args...)
 	s := &sensor{t: t, cmd: exec.Command(sensorBin, args...), exited: make(chan error, 1), changed: make(chan struct{})}
