@@ -71,6 +71,8 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 		k := key{ev.Package, ev.Test}
 		shown := slices.Contains(show, ev.Package)
 		switch ev.Action {
+		case "build-output": // a compile error, reported before its package's fail
+			fmt.Fprint(out, ev.Output)
 		case "output":
 			if shown {
 				fmt.Fprint(out, ev.Output) // and kept below too: a skip's reason is read from it

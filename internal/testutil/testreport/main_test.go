@@ -20,6 +20,10 @@ const stream = `{"Action":"run","Package":"p/ok","Test":"TestA"}
 {"Action":"skip","Package":"p/bad","Test":"TestC"}
 {"Action":"fail","Package":"p/bad","Elapsed":1.5}
 # p/broken [p/broken.test]
+{"ImportPath":"p/gone [p/gone.test]","Action":"build-output","Output":"./x_test.go:3:28: undefined: thing\n"}
+{"ImportPath":"p/gone [p/gone.test]","Action":"build-fail"}
+{"Action":"output","Package":"p/gone","Output":"FAIL\tp/gone [build failed]\n"}
+{"Action":"fail","Package":"p/gone","Elapsed":0.001,"FailedBuild":"p/gone [p/gone.test]"}
 `
 
 func TestReport(t *testing.T) {
