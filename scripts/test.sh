@@ -46,8 +46,10 @@ step "generated files: regenerate from the pinned inputs, the running kernel's B
 unshare --mount sh -c 'mount -t tmpfs none /sys/kernel/btf && BTF=/nonexistent scripts/generate.sh --check'
 
 step "tests, under the race detector (the kernel matrix next)"
-go build -o /tmp/escapewatch-testreport ./internal/testutil/testreport
-report() { /tmp/escapewatch-testreport -skips test/allowed-skips.txt "$@"; }
+tools=$(mktemp -d)
+trap 'rm -rf "$tools"' EXIT
+go build -o "$tools/testreport" ./internal/testutil/testreport
+report() { "$tools/testreport" -skips test/allowed-skips.txt "$@"; }
 go test -race -json -count=1 -timeout 30m $(go list ./... | grep -v '^escapewatch/test/matrix$') | report
 
 step "kernel matrix: the end-to-end suite in qemu, per pinned kernel and backend"
