@@ -4,14 +4,11 @@
 #define EW_AGENT_H
 
 #include "report.h"
+#include "state.h"
 
 /* The release_agent value each hierarchy holds, by hierarchy ID, to report the value a write replaced. Kept
  * from the hierarchy's creation (cgroup_setup_root), its remounts and every write; user space adds the
  * hierarchies that existed before the sensor started, from their mount options. */
-struct ew_agent_value {
-	char v[EW_PATH_MAX];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 256);
@@ -58,6 +55,8 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 		r->facts |= EW_FACT_OLD_VALUE;
 	}
 	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
+	if (ret >= 0)
+		ew_setter_record(root, r->arg_path, EW_SET_WRITE, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT), 0);
 	ew_emit(r);
 }
 

@@ -60,23 +60,32 @@ static long ew_allow_step(__u64 i, void *data)
 	return 0;
 }
 
+/* ew_trust_of says whether the task may choose what the kernel runs as root: the host's own processes (same
+ * mount and pid namespaces as the host's init) and processes in an allowed cgroup (cgroup_path, as ew_cgroup_path
+ * writes it, whole when it is not cut) may; every other process is outside the host. */
+static __always_inline __u32 ew_trust_of(struct task_struct *task, const char *cgroup_path, int cgroup_whole)
+{
+	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
+		return EW_TRUST_HOST;
+	if (enforce_allow_count && cgroup_whole) {
+		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
+		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
+		if (scan.found)
+			return EW_TRUST_HOST;
+	}
+	return EW_TRUST_OUTSIDE;
+}
+
 /* ew_enforce decides what --enforce does to the current task for an operation on the real release_agent:
- * nothing for the host's own processes (same mount and pid namespaces as the host's init) and for writers in an
- * allowed cgroup (cgroup_path, as ew_cgroup_path writes it); otherwise deny when the hook can, else SIGKILL,
- * which the kernel delivers before the task returns to user space. */
+ * nothing for a trusted task (ew_trust_of); otherwise deny when the hook can, else SIGKILL, which the kernel
+ * delivers before the task returns to user space. */
 static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, const char *cgroup_path,
 					int cgroup_whole)
 {
 	if (!enforce)
 		return EW_ACTION_ALERT;
-	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns && ew_pid_ns(task) == host_pid_ns)
+	if (ew_trust_of(task, cgroup_path, cgroup_whole) == EW_TRUST_HOST)
 		return EW_ACTION_ALERT;
-	if (enforce_allow_count && cgroup_whole) {
-		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
-		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
-		if (scan.found)
-			return EW_ACTION_ALERT;
-	}
 	if (can_deny)
 		return EW_ACTION_DENIED;
 	bpf_send_signal(EW_SIGKILL);

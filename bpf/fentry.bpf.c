@@ -47,6 +47,14 @@ int BPF_PROG(ew_fmodret_file_permission, struct file *file, int mask, int ret)
 	return ew_hook_file_permission(file, mask);
 }
 
+SEC("fmod_ret/security_fs_context_parse_param")
+int BPF_PROG(ew_fmodret_fs_context_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_fs_param(fc, param);
+}
+
 /* Every write to a release_agent ends in this handler: after it, the hierarchy holds the new value. */
 SEC("fexit/cgroup_release_agent_write")
 int BPF_PROG(ew_fexit_agent_write, struct kernfs_open_file *of, char *buf, size_t nbytes, loff_t off, ssize_t ret)

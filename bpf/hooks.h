@@ -135,6 +135,19 @@ struct {
 	__type(value, struct ew_agent_value);
 } ew_pending_options SEC(".maps");
 
+/* ew_param_is_agent: is the mount option param release_agent? */
+static __always_inline int ew_param_is_agent(struct fs_parameter *param)
+{
+	char key[EW_AGENT_LEN + 2] = {};
+	const char want[] = EW_AGENT_NAME;
+	if (bpf_probe_read_kernel_str(key, sizeof(key), BPF_CORE_READ(param, key)) != EW_AGENT_LEN + 1)
+		return 0;
+	for (int i = 0; i < EW_AGENT_LEN; i++)
+		if (key[i] != want[i])
+			return 0;
+	return 1;
+}
+
 /* ew_hook_parse_param_entry is the entry of cgroup1_parse_param(fc, param): the kernel's parser of every cgroup
  * v1 mount option, from mount(2), fsconfig or a remount alike. It keeps a release_agent option's value, which
  * the parser takes out of param (param->string = NULL) when it accepts it. */
@@ -143,13 +156,8 @@ static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param
 	/* A value left by an exit that never fired (a missed kretprobe) must not be reported for this option. */
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_delete_elem(&ew_pending_options, &tid);
-	char key[EW_AGENT_LEN + 2] = {};
-	const char want[] = EW_AGENT_NAME;
-	if (bpf_probe_read_kernel_str(key, sizeof(key), BPF_CORE_READ(param, key)) != EW_AGENT_LEN + 1)
+	if (!ew_param_is_agent(param))
 		return;
-	for (int i = 0; i < EW_AGENT_LEN; i++)
-		if (key[i] != want[i])
-			return;
 	__u32 zero = 0;
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
@@ -169,8 +177,42 @@ static __always_inline void ew_hook_parse_param_exit(__s64 ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ew_syscall sc;
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
-	ew_mount_option(value->v, 0, sc.source, ret, sc.nr, sc.facts);
+	ew_mount_option(value->v, 0, sc.source, ret, sc.nr, sc.facts, EW_ACTION_ALERT, 1);
 	bpf_map_delete_elem(&ew_pending_options, &tid);
+}
+
+#define EW_CGROUP_FS_NAME "cgroup"
+
+/* ew_hook_fs_param is security_fs_context_parse_param(fc, param), attached under --enforce only (lsm/ by the lsm
+ * backend, fmod_ret/ by the fentry backend): every option of every mount, remount and fsconfig passes here
+ * before the file system's own parser. A cgroup v1 release_agent option from outside the host is refused, so
+ * the value is never set. Returns -EPERM to refuse. */
+static __always_inline int ew_hook_fs_param(struct fs_context *fc, struct fs_parameter *param)
+{
+	char type[sizeof(EW_CGROUP_FS_NAME) + 1] = {};
+	const char want[] = EW_CGROUP_FS_NAME;
+	if (bpf_probe_read_kernel_str(type, sizeof(type), BPF_CORE_READ(fc, fs_type, name)) != sizeof(want))
+		return 0;
+	for (int i = 0; i < (int)sizeof(want); i++)
+		if (type[i] != want[i])
+			return 0;
+	if (!ew_param_is_agent(param))
+		return 0;
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	int whole = ew_cgroup_path(task, r->cgroup_path);
+	if (ew_enforce(task, 1, r->cgroup_path, whole) != EW_ACTION_DENIED)
+		return 0;
+	struct ew_syscall sc;
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	const char *value = "";
+	if (BPF_CORE_READ_BITFIELD_PROBED(param, type) == bpf_core_enum_value(enum fs_value_type, fs_value_is_string))
+		value = BPF_CORE_READ(param, string);
+	ew_mount_option(value, 0, sc.source, -EW_EPERM, sc.nr, sc.facts, EW_ACTION_DENIED, 0);
+	return -EW_EPERM;
 }
 
 #endif

@@ -16,9 +16,10 @@ static __always_inline int ew_is_usermode_helper(struct task_struct *task)
 	return BPF_CORE_READ(task, real_parent, pid) == EW_KTHREADD_PID;
 }
 
-/* ew_helper_exec reports the program bprm that the current task, a user-mode helper, executes (a release agent
- * among them). */
-static __always_inline void ew_helper_exec(struct linux_binprm *bprm)
+/* ew_helper_exec reports the program bprm that task, a user-mode helper, executes, judged against the kernel's
+ * state (ew_judge_helper). Under --enforce, a release agent the host did not set is killed here, before its
+ * first instruction: the signal is delivered before the task returns to user space. */
+static __always_inline void ew_helper_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
@@ -26,9 +27,13 @@ static __always_inline void ew_helper_exec(struct linux_binprm *bprm)
 		return;
 	ew_record_head(r, EW_KIND_HELPER_EXEC, EW_SOURCE_SYSCALL, 0, 0, 0);
 	r->path[0] = 0;
-	r->arg_path[0] = 0;
 	r->arg_path2[0] = 0;
-	bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), BPF_CORE_READ(bprm, filename));
+	long n = bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), BPF_CORE_READ(bprm, filename));
+	ew_judge_helper(r, task, bprm, n);
+	if ((r->facts & EW_FACT_AGENT_ESCAPE) && enforce) {
+		bpf_send_signal(EW_SIGKILL);
+		r->action = EW_ACTION_KILLED;
+	}
 	ew_emit(r);
 }
 
@@ -37,7 +42,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	if (ew_is_usermode_helper(p))
-		ew_helper_exec(bprm);
+		ew_helper_exec(p, bprm);
 	return 0;
 }
 
@@ -45,6 +50,7 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 SEC("tp_btf/cgroup_setup_root")
 int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
 {
+	ew_setter_changed(root, EW_SET_MOUNT, 0);
 	ew_agent_value_stored(root);
 	return 0;
 }
@@ -53,6 +59,7 @@ int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
 SEC("tp_btf/cgroup_remount")
 int BPF_PROG(ew_cgroup_remount, struct cgroup_root *root)
 {
+	ew_setter_changed(root, EW_SET_REMOUNT, 1);
 	ew_agent_value_stored(root);
 	return 0;
 }
@@ -63,6 +70,7 @@ int BPF_PROG(ew_cgroup_destroy_root, struct cgroup_root *root)
 {
 	__u32 id = BPF_CORE_READ(root, hierarchy_id);
 	bpf_map_delete_elem(&ew_agent_values, &id);
+	ew_setter_forget(root);
 	return 0;
 }
 

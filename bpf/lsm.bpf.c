@@ -63,3 +63,12 @@ int BPF_PROG(ew_lsm_file_permission, struct file *file, int mask, int ret)
 		return ret;
 	return ew_hook_file_permission(file, mask);
 }
+
+/* Attached under --enforce only: refuses a release_agent mount option from outside the host. */
+SEC("lsm/fs_context_parse_param")
+int BPF_PROG(ew_lsm_fs_context_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+{
+	if (ret)
+		return ret;
+	return ew_hook_fs_param(fc, param);
+}

@@ -36,6 +36,47 @@ enum ew_fact {
 	EW_FACT_MOUNT_DATA = 1 << 6,	 /* mount option: arg_path holds mount(2)'s whole data string, to parse */
 	EW_FACT_CGROUP_CUT = 1 << 7,	 /* cgroup_path is only the lower part of the task's cgroup (too deep or long) */
 	EW_FACT_BASE_PATH_TRUNCATED = 1 << 8, /* rename: base_path was cut, as path is with EW_FACT_PATH_TRUNCATED */
+	/* helper exec: the program is the current release_agent of a hierarchy (arg_path: its name, setter: who set
+	 * the value) */
+	EW_FACT_AGENT_CURRENT = 1 << 9,
+	/* helper exec: started the way the kernel starts a release agent (2 arguments, 2 environment strings) */
+	EW_FACT_AGENT_SHAPED = 1 << 10,
+	/* helper exec: a release agent the host did not set: the escape (under --enforce, killed) */
+	EW_FACT_AGENT_ESCAPE = 1 << 11,
+	/* helper exec: the hierarchy's value is not the one its recorded setter left: a path the sensor does not
+	 * watch changed it since */
+	EW_FACT_SETTER_STALE = 1 << 12,
+};
+
+/* How a hierarchy's release_agent got its value (ew_agent_setter.how). */
+enum ew_set_how {
+	EW_SET_UNKNOWN = 0, /* no record of it */
+	EW_SET_SEEDED = 1,  /* the value was there when the sensor started */
+	EW_SET_WRITE = 2,   /* a write to release_agent */
+	EW_SET_MOUNT = 3,   /* the hierarchy was created (mount(2), fsconfig's create), maybe with release_agent= */
+	EW_SET_REMOUNT = 4, /* a remount, or an fspick+fsconfig reconfigure */
+};
+
+/* Whether the setter of a value is trusted to choose what the kernel runs as root (ew_agent_setter.trust). */
+enum ew_trust {
+	EW_TRUST_UNKNOWN = 0, /* who set it is unknown */
+	EW_TRUST_HOST = 1,    /* a host process (host mount and pid namespaces) or an --enforce allowed cgroup; or a
+			       * value present at start that the configuration names as the host's */
+	EW_TRUST_OUTSIDE = 2, /* a process outside the host: a container or namespace */
+};
+
+/* The setter of a hierarchy's current release_agent: the kernel side's authoritative record, one per hierarchy. */
+struct ew_agent_setter {
+	__u64 value_hash; /* FNV-1a (64 bits) of the value the setter left: tells whether it is still the value */
+	__u64 boot_ns;	  /* when, boot clock */
+	__u64 cgroup_id;  /* the setter's cgroup v2 id */
+	__u32 how;	  /* enum ew_set_how */
+	__u32 trust;	  /* enum ew_trust */
+	__u32 host_pid;	  /* the setter's tgid in the initial pid namespace */
+	__u32 mnt_ns;
+	__u32 pid_ns;
+	__u32 hierarchy_id;
+	char comm[EW_COMM_LEN];
 };
 
 /* What the kernel side did about the operation. */
@@ -83,11 +124,13 @@ struct ew_record {
 	__u32 file_flags; /* file->f_flags */
 	__u32 action; /* enum ew_action */
 	__u32 pad0;
+	/* helper exec with EW_FACT_AGENT_CURRENT: who set the hierarchy's value */
+	struct ew_agent_setter setter;
 	char cgroup_path[EW_CGROUP_PATH_MAX];
 	/* file_open, agent write: the kernel-resolved pathname. rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];
 	/* file_open: the path string the process passed. rename: the new name as passed. agent write: the value
-	 * stored in the hierarchy after the write */
+	 * stored in the hierarchy after the write. helper exec: the hierarchy whose release_agent it is */
 	char arg_path[EW_PATH_MAX];
 	/* rename: the old name as passed. agent write: the value before (with EW_FACT_OLD_VALUE) */
 	char arg_path2[EW_PATH_MAX];

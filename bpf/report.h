@@ -39,6 +39,7 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->dev = 0;
 	r->file_flags = 0;
 	r->action = EW_ACTION_ALERT;
+	__builtin_memset(&r->setter, 0, sizeof(r->setter));
 	ew_fill_task(&r->task, task);
 	if (!ew_cgroup_path(task, r->cgroup_path))
 		r->facts |= EW_FACT_CGROUP_CUT;
@@ -103,8 +104,11 @@ static __always_inline __u32 ew_open_finish(struct ew_record *r, struct file *fi
 }
 
 /* ew_mount_option reports a release_agent mount option. value is the option's value, or with
- * EW_FACT_MOUNT_DATA a whole mount(2) data string (user memory) for user space to parse. */
-static __always_inline void ew_mount_option(const char *value, int user, __u32 source, __s64 ret, __u32 nr, __u32 facts)
+ * EW_FACT_MOUNT_DATA a whole mount(2) data string (user memory) for user space to parse. action is what the
+ * caller did (EW_ACTION_DENIED) or EW_ACTION_ALERT; with may_kill, --enforce kills a mounter outside the host
+ * whose option the kernel accepted (the value is set by then: the helper's exec is where it is stopped). */
+static __always_inline void ew_mount_option(const char *value, int user, __u32 source, __s64 ret, __u32 nr, __u32 facts,
+					    __u32 action, int may_kill)
 {
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
@@ -118,6 +122,10 @@ static __always_inline void ew_mount_option(const char *value, int user, __u32 s
 		bpf_probe_read_user_str(r->arg_path, sizeof(r->arg_path), value);
 	else
 		bpf_probe_read_kernel_str(r->arg_path, sizeof(r->arg_path), value);
+	if (may_kill && ret >= 0 && action == EW_ACTION_ALERT)
+		action = ew_enforce((struct task_struct *)bpf_get_current_task(), 0, r->cgroup_path,
+				    !(r->facts & EW_FACT_CGROUP_CUT));
+	r->action = action;
 	ew_emit(r);
 }
 

@@ -107,13 +107,15 @@ static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
 		/* A remount names no file system type: any remount's data goes to user space, which keeps only
 		 * release_agent= (remounts are rare). */
 		if (data && ((flags & EW_MS_REMOUNT) || ew_user_str_is(type, "cgroup", 7)))
-			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA);
+			ew_mount_option(data, 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts | EW_FACT_MOUNT_DATA,
+					EW_ACTION_ALERT, 0);
 		return;
 	}
 	if (sys_arg(sc->regs, sc->compat, 1) != EW_FSCONFIG_SET_STRING)
 		return;
 	if (ew_user_str_is((const char *)sys_arg(sc->regs, sc->compat, 2), EW_AGENT_NAME, EW_AGENT_LEN + 1))
-		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts);
+		ew_mount_option((const char *)sys_arg(sc->regs, sc->compat, 3), 1, EW_SOURCE_SYSCALL, ret, sc->nr, sc->facts,
+				EW_ACTION_ALERT, 1);
 }
 
 #endif

@@ -16,6 +16,8 @@ struct ew_types {
 	enum ew_fact fact;
 	enum ew_counter counter;
 	enum ew_action action;
+	enum ew_set_how set_how;
+	enum ew_trust trust;
 	__u32 pad;
 };
 const struct ew_types *ew_types __attribute__((used));

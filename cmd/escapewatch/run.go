@@ -166,7 +166,8 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	s, err := sensor.Open(sensor.Config{
 		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, EnforceAllowCgroups: enforceAllowCgroups(cfg),
-		Classifier: classifier, Runtimes: runtimes, Logger: log,
+		HostReleaseAgents: cfg.HostReleaseAgents,
+		Classifier:        classifier, Runtimes: runtimes, Logger: log,
 	})
 	if err != nil {
 		return err

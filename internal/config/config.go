@@ -32,6 +32,10 @@ type Config struct {
 	// EnforceAllow lists writers that enforce lets set release_agent besides the host's own processes (a system
 	// container's init, say).
 	EnforceAllow []EnforceAllow `yaml:"enforceAllow"`
+	// HostReleaseAgents are release_agent values that count as the host's when the sensor finds them already set
+	// at start (it cannot know who set a value before it started). The default is systemd's agent; [] trusts
+	// none, so every agent set before the start raises EW-1004 when it runs (and is killed under enforce).
+	HostReleaseAgents []string `yaml:"hostReleaseAgents"`
 	// Allow lists findings that are expected and must not alert (a host's own agent, say).
 	Allow []suppress.Allow `yaml:"allow"`
 	// Aggregate repeated identical findings (same rule, process, file, value, verdict and action) within this
@@ -93,14 +97,18 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Default returns the configuration of an empty file.
 func Default() Config {
 	return Config{
-		Backend:         "auto",
-		Scope:           []string{"container", "namespaced"},
-		LogLevel:        "info",
-		Outputs:         Outputs{SpoolDir: "/var/lib/escapewatch/spool", SpoolMaxBytes: 64 << 20},
-		Metrics:         Metrics{Addr: "127.0.0.1:9464"},
-		AggregateWindow: Duration(time.Minute),
+		Backend:           "auto",
+		Scope:             []string{"container", "namespaced"},
+		LogLevel:          "info",
+		Outputs:           Outputs{SpoolDir: "/var/lib/escapewatch/spool", SpoolMaxBytes: 64 << 20},
+		Metrics:           Metrics{Addr: "127.0.0.1:9464"},
+		AggregateWindow:   Duration(time.Minute),
+		HostReleaseAgents: []string{"/lib/systemd/systemd-cgroups-agent", "/usr/lib/systemd/systemd-cgroups-agent"},
 	}
 }
+
+// MaxHostReleaseAgentLen is the longest value the kernel keeps in release_agent (PATH_MAX, with its NUL).
+const MaxHostReleaseAgentLen = 4095
 
 // Load reads and checks the file at path over the defaults.
 func Load(path string) (Config, error) {
@@ -214,6 +222,12 @@ func (c Config) Validate() error {
 	for i, a := range c.EnforceAllow {
 		if err := sensoropt.CheckAllowedCgroup(a.Cgroup); err != nil {
 			return keyErr(fmt.Sprintf("enforceAllow[%d].cgroup", i), "%v", err)
+		}
+	}
+	for i, v := range c.HostReleaseAgents {
+		if !strings.HasPrefix(v, "/") || len(v) > MaxHostReleaseAgentLen || strings.ContainsRune(v, 0) {
+			return keyErr(fmt.Sprintf("hostReleaseAgents[%d]", i), "%q: want an absolute path of at most %d bytes, as the kernel keeps it",
+				v, MaxHostReleaseAgentLen)
 		}
 	}
 	for i, a := range c.Allow {

@@ -65,6 +65,18 @@ aggregateWindow: 30s
 		{name: "enforce allow empty", yaml: "enforceAllow: [{}]\n", wantErr: "key enforceAllow[0].cgroup"},
 		{name: "enforce allow trailing slash", yaml: "enforceAllow: [{cgroup: /machine.slice/}]\n", wantErr: "remove the trailing slash"},
 		{name: "enforce allow too long", yaml: "enforceAllow: [{cgroup: /" + strings.Repeat("x", 127) + "}]\n", wantErr: "at most 127"},
+		{name: "host release agents default", yaml: "", check: func(t *testing.T, c Config) {
+			if len(c.HostReleaseAgents) != 2 || c.HostReleaseAgents[1] != "/usr/lib/systemd/systemd-cgroups-agent" {
+				t.Errorf("default: %q", c.HostReleaseAgents)
+			}
+		}},
+		{name: "host release agents none", yaml: "hostReleaseAgents: []\n", check: func(t *testing.T, c Config) {
+			if len(c.HostReleaseAgents) != 0 {
+				t.Errorf("parsed: %q", c.HostReleaseAgents)
+			}
+		}},
+		{name: "host release agent relative", yaml: "hostReleaseAgents: [agent]\n", wantErr: `key hostReleaseAgents[0]: "agent": want an absolute path`},
+		{name: "host release agent too long", yaml: "hostReleaseAgents: [/" + strings.Repeat("x", 4095) + "]\n", wantErr: "at most 4095 bytes"},
 		{name: "enforce allow unknown key", yaml: "enforceAllow: [{container: abc}]\n", wantErr: `unknown key "container" (in an enforceAllow entry`},
 	}
 	for _, tt := range tests {

@@ -27,13 +27,33 @@ const (
 	NotifyOnReleaseChanged   = "notify_on_release_changed"
 	NotifyOnReleaseChangedID = 10002
 	// UsermodeHelperExec is a program the kernel started as root on the host on its own behalf (a release
-	// agent, modprobe, a core dump helper): pathname.
+	// agent, modprobe, a core dump helper): pathname; escape, the kernel side's verdict (a release agent the
+	// host did not set); release_agent_shaped (started as the kernel starts release agents); and when the
+	// program is a hierarchy's current release_agent: hierarchy, set_how, set_trust and, when known, set_at,
+	// set_by_pid, set_by_comm, set_by_mnt_ns, set_by_pid_ns, set_by_cgroup_id.
 	UsermodeHelperExec   = "usermode_helper_exec"
 	UsermodeHelperExecID = 10003
 	// ReleaseAgentMountOption is release_agent given as a cgroup v1 mount option, by mount(2), fsconfig (even
 	// for a hierarchy never attached) or a remount: value.
 	ReleaseAgentMountOption   = "release_agent_mount_option"
 	ReleaseAgentMountOptionID = 10004
+)
+
+// How a release_agent got its value (the set_how argument).
+const (
+	SetWrite       = "write"        // a write to release_agent
+	SetMount       = "mount"        // the hierarchy's creation (mount(2), fsconfig), with release_agent= if any
+	SetRemount     = "remount"      // a remount, or fspick and fsconfig's reconfigure
+	SetBeforeStart = "before-start" // the value was there when the sensor started; who set it is unknown
+	SetUnwatched   = "unwatched"    // changed since its recorded setting, by a path the sensor does not watch
+	SetUnknown     = "unknown"      // the sensor has no record of this hierarchy
+)
+
+// Whether a release_agent's setter may choose what the kernel runs as root (the set_trust argument).
+const (
+	TrustHost    = "host"    // a host process, a cgroup --enforce allows, or a value the configuration names
+	TrustOutside = "outside" // a process in a container or namespace
+	TrustUnknown = "unknown"
 )
 
 // Origin classes. Container, ContainerInit and Host are Tracee's

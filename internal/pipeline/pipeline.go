@@ -61,7 +61,7 @@ func New(o Options) *Pipeline {
 // outputs: one matched by an allow entry, or folded into a coming aggregate, is counted as suppressed.
 func (p *Pipeline) Event(ev *event.Event) {
 	p.m.Event(ev.EventName)
-	p.log.Debug("event", "name", ev.EventName, "pid", ev.HostProcessID, "comm", ev.ProcessName, "origin", ev.Origin)
+	p.log.Debug("event", "name", ev.EventName, "pid", ev.HostProcessID, "comm", ev.ProcessName, "origin", ev.Origin, "args", ev.Args)
 	for _, f := range p.eng.Process(ev) {
 		if p.allow.Match(&f) {
 			p.m.Suppressed(f.SigMetadata.ID, "allow")

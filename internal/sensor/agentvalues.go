@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,17 +16,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The kernel side learns each hierarchy's release_agent value when the hierarchy is created or remounted and at
-// every write, so a write reports the value it replaced. Hierarchies that existed before the sensor started
-// are added here from their mount options, which show release_agent (/proc/PID/mountinfo, in every mount
-// namespace, since a container may have mounted a hierarchy the host never did).
+// The kernel side learns each hierarchy's release_agent value, and who set it, when the hierarchy is created or
+// remounted and at every write. Hierarchies that existed before the sensor started are added here from their
+// mount options, which show release_agent (/proc/PID/mountinfo, in every mount namespace, since a container may
+// have mounted a hierarchy the host never did). Their setter is unknown: a value present at start is trusted as
+// the host's only when the configuration names it (HostReleaseAgents). A hierarchy mounted nowhere gets no
+// record here, and its agent counts as set by an unknown setter.
 
 // agentValueLen is the size of the kernel map's values (struct ew_agent_value: EW_PATH_MAX).
 const agentValueLen = len(tracepointEwAgentValue{}.V)
 
-// seedAgentValues adds the current release_agent of every mounted cgroup v1 hierarchy to m, keyed by hierarchy
-// ID, without replacing what the kernel side recorded since it attached. It returns how many it added.
-func seedAgentValues(m *ebpf.Map, procRoot string) (int, error) {
+// seedAgentState records the current release_agent of every mounted cgroup v1 hierarchy, keyed by hierarchy ID,
+// without replacing what the kernel side recorded since it attached. Values in trusted count as set by the
+// host. It returns how many hierarchies it added.
+func seedAgentState(maps sharedMaps, procRoot string, trusted []string) (int, error) {
 	ids, err := readHierarchyIDs(filepath.Join(procRoot, "self", "cgroup"))
 	if err != nil {
 		return 0, err
@@ -43,16 +48,47 @@ func seedAgentValues(m *ebpf.Map, procRoot string) (int, error) {
 		}
 		buf := make([]byte, agentValueLen)
 		copy(buf, v)
-		err := m.Update(id, buf, ebpf.UpdateNoExist)
+		err := maps.agentValues.Update(id, buf, ebpf.UpdateNoExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) { // exists: written since the programs attached
+			return added, fmt.Errorf("record the release_agent of hierarchy %d: %w", id, err)
+		}
+		setter := tracepointEwAgentSetter{
+			ValueHash: valueHash(v), How: uint32(kernelEwSetHowEW_SET_SEEDED),
+			Trust: uint32(kernelEwTrustEW_TRUST_UNKNOWN), HierarchyId: id,
+		}
+		hostValue := v != "" && slices.Contains(trusted, v)
+		if hostValue {
+			setter.Trust = uint32(kernelEwTrustEW_TRUST_HOST)
+			// The value first: a record saying "host" never lacks the value it vouches for.
+			if err := maps.hostAgents.Update(id, buf, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+				return added, fmt.Errorf("record the host's release_agent of hierarchy %d: %w", id, err)
+			}
+		}
+		err = maps.agentSetters.Update(id, &setter, ebpf.UpdateNoExist)
 		if errors.Is(err, ebpf.ErrKeyExist) {
-			continue // written since the programs attached: the kernel's value is newer
+			if hostValue {
+				// Set since the programs attached: the kernel's record is newer. A host value added above
+				// stays only if that record is the host's.
+				var cur tracepointEwAgentSetter
+				if maps.agentSetters.Lookup(id, &cur) == nil && cur.Trust != uint32(kernelEwTrustEW_TRUST_HOST) {
+					_ = maps.hostAgents.Delete(id)
+				}
+			}
+			continue
 		}
 		if err != nil {
-			return added, fmt.Errorf("record the release_agent of hierarchy %d: %w", id, err)
+			return added, fmt.Errorf("record the setter of hierarchy %d's release_agent: %w", id, err)
 		}
 		added++
 	}
 	return added, nil
+}
+
+// valueHash is the kernel side's ew_value_hash: FNV-1a, 64 bits, of the value's bytes.
+func valueHash(v string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(v))
+	return h.Sum64()
 }
 
 // readHierarchyIDs maps every token naming a cgroup v1 hierarchy ("cpu", "cpuacct", "name=systemd") to the

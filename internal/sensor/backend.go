@@ -56,7 +56,9 @@ type sharedMaps struct {
 	events         *ebpf.Map // ring buffer of records
 	counters       *ebpf.Map // per-CPU counters: emitted, dropped
 	enforceAllowed *ebpf.Map // cgroups --enforce lets write
-	agentValues    *ebpf.Map // the release_agent value of each hierarchy
+	agentValues    *ebpf.Map // the release_agent value of each hierarchy, to report the one a write replaced
+	agentSetters   *ebpf.Map // who set each hierarchy's release_agent: the record helper execs are judged by
+	hostAgents     *ebpf.Map // the whole values trusted setters left
 }
 
 type hook struct {
@@ -140,7 +142,8 @@ func (*lsmObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *lsmObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
 }
 
 func (o *lsmObjects) hooks() []hook {
@@ -148,6 +151,7 @@ func (o *lsmObjects) hooks() []hook {
 		{prog: o.EwLsmFileOpen, point: "lsm/file_open", attach: attachLSM},
 		{prog: o.EwLsmInodeRename, point: "lsm/inode_rename", attach: attachLSM},
 		{prog: o.EwLsmFilePermission, point: "lsm/file_permission", attach: attachLSM, when: enforcing},
+		{prog: o.EwLsmFsContextParseParam, point: "lsm/fs_context_parse_param", attach: attachLSM, when: enforcing},
 		{prog: o.EwLsmFexitAgentWrite, point: "fexit/cgroup_release_agent_write", attach: attachTracing},
 		{prog: o.EwLsmFexitNotifyWrite, point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
 		{prog: o.EwLsmFentryParseParam, point: "fentry/cgroup1_parse_param", attach: attachTracing},
@@ -164,7 +168,8 @@ func (*fentryObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *fentryObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
 }
 
 func (o *fentryObjects) hooks() []hook {
@@ -174,6 +179,7 @@ func (o *fentryObjects) hooks() []hook {
 		{prog: o.EwFmodretFileOpen, point: "fmod_ret/security_file_open", attach: attachTracing, when: enforcing},
 		{prog: o.EwFmodretInodeRename, point: "fmod_ret/security_inode_rename", attach: attachTracing, when: enforcing},
 		{prog: o.EwFmodretFilePermission, point: "fmod_ret/security_file_permission", attach: attachTracing, when: enforcing},
+		{prog: o.EwFmodretFsContextParseParam, point: "fmod_ret/security_fs_context_parse_param", attach: attachTracing, when: enforcing},
 		{prog: o.EwFexitAgentWrite, point: "fexit/cgroup_release_agent_write", attach: attachTracing},
 		{prog: o.EwFexitNotifyWrite, point: "fexit/cgroup_write_notify_on_release", attach: attachTracing},
 		{prog: o.EwFentryParseParam, point: "fentry/cgroup1_parse_param", attach: attachTracing},
@@ -190,7 +196,8 @@ func (*kprobeObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *kprobeObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
 }
 
 func (o *kprobeObjects) hooks() []hook {
@@ -215,7 +222,8 @@ func (*tracepointObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error)
 }
 
 func (o *tracepointObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues}
+	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
 }
 
 func (o *tracepointObjects) hooks() []hook {

@@ -151,11 +151,56 @@ func (c *converter) event(r *Record) event.Event {
 	case kernelEwKindEW_KIND_HELPER_EXEC:
 		ev.EventID, ev.EventName = event.UsermodeHelperExecID, event.UsermodeHelperExec
 		ev.Syscall = "execve"
-		ev.Args = []event.Argument{arg("pathname", "const char*", r.BasePath)}
+		ev.Args = c.helperArgs(r)
 	}
 	ev.ArgsNum = len(ev.Args)
 	c.enrich(&ev, ctr)
 	return ev
+}
+
+var setHowNames = map[kernelEwSetHow]string{
+	kernelEwSetHowEW_SET_UNKNOWN: event.SetUnknown,
+	kernelEwSetHowEW_SET_SEEDED:  event.SetBeforeStart,
+	kernelEwSetHowEW_SET_WRITE:   event.SetWrite,
+	kernelEwSetHowEW_SET_MOUNT:   event.SetMount,
+	kernelEwSetHowEW_SET_REMOUNT: event.SetRemount,
+}
+
+var trustNames = map[kernelEwTrust]string{
+	kernelEwTrustEW_TRUST_UNKNOWN: event.TrustUnknown,
+	kernelEwTrustEW_TRUST_HOST:    event.TrustHost,
+	kernelEwTrustEW_TRUST_OUTSIDE: event.TrustOutside,
+}
+
+// helperArgs are a helper exec's arguments: the program, the kernel's verdict, and, when the program is a
+// hierarchy's current release_agent, the hierarchy and who set the value.
+func (c *converter) helperArgs(r *Record) []event.Argument {
+	args := []event.Argument{
+		arg("pathname", "const char*", r.BasePath),
+		arg("escape", "bool", r.Has(kernelEwFactEW_FACT_AGENT_ESCAPE)),
+		arg("release_agent_shaped", "bool", r.Has(kernelEwFactEW_FACT_AGENT_SHAPED)),
+	}
+	if !r.Has(kernelEwFactEW_FACT_AGENT_CURRENT) {
+		return args
+	}
+	s := &r.Setter
+	how := setHowNames[s.How]
+	if r.Has(kernelEwFactEW_FACT_SETTER_STALE) {
+		how = event.SetUnwatched // the recorded setter left another value: a path the sensor does not watch set this one
+	}
+	args = append(args, arg("hierarchy", "const char*", r.ArgPath), arg("set_how", "const char*", how))
+	if s.How == kernelEwSetHowEW_SET_UNKNOWN || s.How == kernelEwSetHowEW_SET_SEEDED || how == event.SetUnwatched {
+		return append(args, arg("set_trust", "const char*", trustNames[s.Trust]))
+	}
+	return append(args,
+		arg("set_trust", "const char*", trustNames[s.Trust]),
+		arg("set_at", "unsigned long", uint64(int64(s.BootNs)+c.bootToEpoch)),
+		arg("set_by_pid", "int", int32(s.HostPID)),
+		arg("set_by_comm", "const char*", s.Comm),
+		arg("set_by_mnt_ns", "unsigned int", s.MntNS),
+		arg("set_by_pid_ns", "unsigned int", s.PidNS),
+		arg("set_by_cgroup_id", "unsigned long", s.CgroupID),
+	)
 }
 
 // truncatedArgs names the event arguments whose value the kernel cut, in the order of the event's arguments:

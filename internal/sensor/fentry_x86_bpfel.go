@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type fentryEwAgentSetter struct {
+	_           structs.HostLayout
+	ValueHash   uint64
+	BootNs      uint64
+	CgroupId    uint64
+	How         uint32
+	Trust       uint32
+	HostPid     uint32
+	MntNs       uint32
+	PidNs       uint32
+	HierarchyId uint32
+	Comm        [16]int8
+}
+
 type fentryEwAgentValue struct {
 	_ structs.HostLayout
 	V [4096]int8
@@ -60,6 +74,7 @@ type fentryEwRecord struct {
 	FileFlags  uint32
 	Action     uint32
 	Pad0       uint32
+	Setter     fentryEwAgentSetter
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
@@ -71,31 +86,34 @@ type fentryEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fentryMapEwAgentValues            = "ew_agent_values"
-	fentryMapEwCounters               = "ew_counters"
-	fentryMapEwEnforceAllowed         = "ew_enforce_allowed"
-	fentryMapEwEvents                 = "ew_events"
-	fentryMapEwPathScratch            = "ew_path_scratch"
-	fentryMapEwPendingOptions         = "ew_pending_options"
-	fentryMapEwRecordScratch          = "ew_record_scratch"
-	fentryProgEwCgroupDestroyRoot     = "ew_cgroup_destroy_root"
-	fentryProgEwCgroupRemount         = "ew_cgroup_remount"
-	fentryProgEwCgroupSetupRoot       = "ew_cgroup_setup_root"
-	fentryProgEwFentryFileOpen        = "ew_fentry_file_open"
-	fentryProgEwFentryInodeRename     = "ew_fentry_inode_rename"
-	fentryProgEwFentryParseParam      = "ew_fentry_parse_param"
-	fentryProgEwFexitAgentWrite       = "ew_fexit_agent_write"
-	fentryProgEwFexitNotifyWrite      = "ew_fexit_notify_write"
-	fentryProgEwFexitParseParam       = "ew_fexit_parse_param"
-	fentryProgEwFmodretFileOpen       = "ew_fmodret_file_open"
-	fentryProgEwFmodretFilePermission = "ew_fmodret_file_permission"
-	fentryProgEwFmodretInodeRename    = "ew_fmodret_inode_rename"
-	fentryProgEwSchedProcessExec      = "ew_sched_process_exec"
-	fentryVarAnyFs                    = "any_fs"
-	fentryVarEnforce                  = "enforce"
-	fentryVarEnforceAllowCount        = "enforce_allow_count"
-	fentryVarHostMntNs                = "host_mnt_ns"
-	fentryVarHostPidNs                = "host_pid_ns"
+	fentryMapEwAgentSetters                = "ew_agent_setters"
+	fentryMapEwAgentValues                 = "ew_agent_values"
+	fentryMapEwCounters                    = "ew_counters"
+	fentryMapEwEnforceAllowed              = "ew_enforce_allowed"
+	fentryMapEwEvents                      = "ew_events"
+	fentryMapEwHostAgents                  = "ew_host_agents"
+	fentryMapEwPathScratch                 = "ew_path_scratch"
+	fentryMapEwPendingOptions              = "ew_pending_options"
+	fentryMapEwRecordScratch               = "ew_record_scratch"
+	fentryProgEwCgroupDestroyRoot          = "ew_cgroup_destroy_root"
+	fentryProgEwCgroupRemount              = "ew_cgroup_remount"
+	fentryProgEwCgroupSetupRoot            = "ew_cgroup_setup_root"
+	fentryProgEwFentryFileOpen             = "ew_fentry_file_open"
+	fentryProgEwFentryInodeRename          = "ew_fentry_inode_rename"
+	fentryProgEwFentryParseParam           = "ew_fentry_parse_param"
+	fentryProgEwFexitAgentWrite            = "ew_fexit_agent_write"
+	fentryProgEwFexitNotifyWrite           = "ew_fexit_notify_write"
+	fentryProgEwFexitParseParam            = "ew_fexit_parse_param"
+	fentryProgEwFmodretFileOpen            = "ew_fmodret_file_open"
+	fentryProgEwFmodretFilePermission      = "ew_fmodret_file_permission"
+	fentryProgEwFmodretFsContextParseParam = "ew_fmodret_fs_context_parse_param"
+	fentryProgEwFmodretInodeRename         = "ew_fmodret_inode_rename"
+	fentryProgEwSchedProcessExec           = "ew_sched_process_exec"
+	fentryVarAnyFs                         = "any_fs"
+	fentryVarEnforce                       = "enforce"
+	fentryVarEnforceAllowCount             = "enforce_allow_count"
+	fentryVarHostMntNs                     = "host_mnt_ns"
+	fentryVarHostPidNs                     = "host_pid_ns"
 )
 
 // loadFentry returns the embedded CollectionSpec for fentry.
@@ -140,29 +158,32 @@ type fentrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryProgramSpecs struct {
-	EwCgroupDestroyRoot     *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount         *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot       *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
-	EwFentryFileOpen        *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
-	EwFentryInodeRename     *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
-	EwFentryParseParam      *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
-	EwFexitAgentWrite       *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
-	EwFexitNotifyWrite      *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam       *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
-	EwFmodretFileOpen       *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_open"`
-	EwFmodretFilePermission *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_permission"`
-	EwFmodretInodeRename    *ebpf.ProgramSpec `ebpf:"ew_fmodret_inode_rename"`
-	EwSchedProcessExec      *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot          *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount              *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot            *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwFentryFileOpen             *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
+	EwFentryInodeRename          *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam           *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
+	EwFexitAgentWrite            *ebpf.ProgramSpec `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite           *ebpf.ProgramSpec `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam            *ebpf.ProgramSpec `ebpf:"ew_fexit_parse_param"`
+	EwFmodretFileOpen            *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_open"`
+	EwFmodretFilePermission      *ebpf.ProgramSpec `ebpf:"ew_fmodret_file_permission"`
+	EwFmodretFsContextParseParam *ebpf.ProgramSpec `ebpf:"ew_fmodret_fs_context_parse_param"`
+	EwFmodretInodeRename         *ebpf.ProgramSpec `ebpf:"ew_fmodret_inode_rename"`
+	EwSchedProcessExec           *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // fentryMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fentryMapSpecs struct {
+	EwAgentSetters   *ebpf.MapSpec `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -199,10 +220,12 @@ func (o *fentryObjects) Close() error {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryMaps struct {
+	EwAgentSetters   *ebpf.Map `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -210,10 +233,12 @@ type fentryMaps struct {
 
 func (m *fentryMaps) Close() error {
 	return _FentryClose(
+		m.EwAgentSetters,
 		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHostAgents,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
@@ -235,19 +260,20 @@ type fentryVariables struct {
 //
 // It can be passed to loadFentryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fentryPrograms struct {
-	EwCgroupDestroyRoot     *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount         *ebpf.Program `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot       *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
-	EwFentryFileOpen        *ebpf.Program `ebpf:"ew_fentry_file_open"`
-	EwFentryInodeRename     *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
-	EwFentryParseParam      *ebpf.Program `ebpf:"ew_fentry_parse_param"`
-	EwFexitAgentWrite       *ebpf.Program `ebpf:"ew_fexit_agent_write"`
-	EwFexitNotifyWrite      *ebpf.Program `ebpf:"ew_fexit_notify_write"`
-	EwFexitParseParam       *ebpf.Program `ebpf:"ew_fexit_parse_param"`
-	EwFmodretFileOpen       *ebpf.Program `ebpf:"ew_fmodret_file_open"`
-	EwFmodretFilePermission *ebpf.Program `ebpf:"ew_fmodret_file_permission"`
-	EwFmodretInodeRename    *ebpf.Program `ebpf:"ew_fmodret_inode_rename"`
-	EwSchedProcessExec      *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot          *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount              *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot            *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwFentryFileOpen             *ebpf.Program `ebpf:"ew_fentry_file_open"`
+	EwFentryInodeRename          *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
+	EwFentryParseParam           *ebpf.Program `ebpf:"ew_fentry_parse_param"`
+	EwFexitAgentWrite            *ebpf.Program `ebpf:"ew_fexit_agent_write"`
+	EwFexitNotifyWrite           *ebpf.Program `ebpf:"ew_fexit_notify_write"`
+	EwFexitParseParam            *ebpf.Program `ebpf:"ew_fexit_parse_param"`
+	EwFmodretFileOpen            *ebpf.Program `ebpf:"ew_fmodret_file_open"`
+	EwFmodretFilePermission      *ebpf.Program `ebpf:"ew_fmodret_file_permission"`
+	EwFmodretFsContextParseParam *ebpf.Program `ebpf:"ew_fmodret_fs_context_parse_param"`
+	EwFmodretInodeRename         *ebpf.Program `ebpf:"ew_fmodret_inode_rename"`
+	EwSchedProcessExec           *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *fentryPrograms) Close() error {
@@ -263,6 +289,7 @@ func (p *fentryPrograms) Close() error {
 		p.EwFexitParseParam,
 		p.EwFmodretFileOpen,
 		p.EwFmodretFilePermission,
+		p.EwFmodretFsContextParseParam,
 		p.EwFmodretInodeRename,
 		p.EwSchedProcessExec,
 	)

@@ -41,6 +41,10 @@ const (
 	kernelEwFactEW_FACT_MOUNT_DATA          kernelEwFact = 64
 	kernelEwFactEW_FACT_CGROUP_CUT          kernelEwFact = 128
 	kernelEwFactEW_FACT_BASE_PATH_TRUNCATED kernelEwFact = 256
+	kernelEwFactEW_FACT_AGENT_CURRENT       kernelEwFact = 512
+	kernelEwFactEW_FACT_AGENT_SHAPED        kernelEwFact = 1024
+	kernelEwFactEW_FACT_AGENT_ESCAPE        kernelEwFact = 2048
+	kernelEwFactEW_FACT_SETTER_STALE        kernelEwFact = 4096
 )
 
 type kernelEwKind uint32
@@ -79,12 +83,25 @@ type kernelEwRecord struct {
 		Comm        [16]int8
 		Hostname    [64]int8
 	}
-	Inode      uint64
-	CtimeNs    uint64
-	Dev        uint32
-	FileFlags  uint32
-	Action     uint32
-	Pad0       uint32
+	Inode     uint64
+	CtimeNs   uint64
+	Dev       uint32
+	FileFlags uint32
+	Action    uint32
+	Pad0      uint32
+	Setter    struct {
+		_           structs.HostLayout
+		ValueHash   uint64
+		BootNs      uint64
+		CgroupId    uint64
+		How         uint32
+		Trust       uint32
+		HostPid     uint32
+		MntNs       uint32
+		PidNs       uint32
+		HierarchyId uint32
+		Comm        [16]int8
+	}
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
@@ -92,11 +109,29 @@ type kernelEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type kernelEwSetHow uint32
+
+const (
+	kernelEwSetHowEW_SET_UNKNOWN kernelEwSetHow = 0
+	kernelEwSetHowEW_SET_SEEDED  kernelEwSetHow = 1
+	kernelEwSetHowEW_SET_WRITE   kernelEwSetHow = 2
+	kernelEwSetHowEW_SET_MOUNT   kernelEwSetHow = 3
+	kernelEwSetHowEW_SET_REMOUNT kernelEwSetHow = 4
+)
+
 type kernelEwSource uint32
 
 const (
 	kernelEwSourceEW_SOURCE_SYSCALL  kernelEwSource = 0
 	kernelEwSourceEW_SOURCE_IO_URING kernelEwSource = 1
+)
+
+type kernelEwTrust uint32
+
+const (
+	kernelEwTrustEW_TRUST_UNKNOWN kernelEwTrust = 0
+	kernelEwTrustEW_TRUST_HOST    kernelEwTrust = 1
+	kernelEwTrustEW_TRUST_OUTSIDE kernelEwTrust = 2
 )
 
 // Names of all BPF objects in the ELF.

@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kprobeEwAgentSetter struct {
+	_           structs.HostLayout
+	ValueHash   uint64
+	BootNs      uint64
+	CgroupId    uint64
+	How         uint32
+	Trust       uint32
+	HostPid     uint32
+	MntNs       uint32
+	PidNs       uint32
+	HierarchyId uint32
+	Comm        [16]int8
+}
+
 type kprobeEwAgentValue struct {
 	_ structs.HostLayout
 	V [4096]int8
@@ -66,6 +80,7 @@ type kprobeEwRecord struct {
 	FileFlags  uint32
 	Action     uint32
 	Pad0       uint32
+	Setter     kprobeEwAgentSetter
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
@@ -77,11 +92,13 @@ type kprobeEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	kprobeMapEwAgentSetters          = "ew_agent_setters"
 	kprobeMapEwAgentValues           = "ew_agent_values"
 	kprobeMapEwAgentWriteArgs        = "ew_agent_write_args"
 	kprobeMapEwCounters              = "ew_counters"
 	kprobeMapEwEnforceAllowed        = "ew_enforce_allowed"
 	kprobeMapEwEvents                = "ew_events"
+	kprobeMapEwHostAgents            = "ew_host_agents"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
 	kprobeMapEwPathScratch           = "ew_path_scratch"
 	kprobeMapEwPendingOptions        = "ew_pending_options"
@@ -165,11 +182,13 @@ type kprobeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeMapSpecs struct {
+	EwAgentSetters    *ebpf.MapSpec `ebpf:"ew_agent_setters"`
 	EwAgentValues     *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwAgentWriteArgs  *ebpf.MapSpec `ebpf:"ew_agent_write_args"`
 	EwCounters        *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHostAgents      *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.MapSpec `ebpf:"ew_pending_options"`
@@ -207,11 +226,13 @@ func (o *kprobeObjects) Close() error {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobeMaps struct {
+	EwAgentSetters    *ebpf.Map `ebpf:"ew_agent_setters"`
 	EwAgentValues     *ebpf.Map `ebpf:"ew_agent_values"`
 	EwAgentWriteArgs  *ebpf.Map `ebpf:"ew_agent_write_args"`
 	EwCounters        *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
+	EwHostAgents      *ebpf.Map `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.Map `ebpf:"ew_pending_options"`
@@ -220,11 +241,13 @@ type kprobeMaps struct {
 
 func (m *kprobeMaps) Close() error {
 	return _KprobeClose(
+		m.EwAgentSetters,
 		m.EwAgentValues,
 		m.EwAgentWriteArgs,
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHostAgents,
 		m.EwNotifyWriteArgs,
 		m.EwPathScratch,
 		m.EwPendingOptions,

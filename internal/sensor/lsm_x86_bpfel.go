@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type lsmEwAgentSetter struct {
+	_           structs.HostLayout
+	ValueHash   uint64
+	BootNs      uint64
+	CgroupId    uint64
+	How         uint32
+	Trust       uint32
+	HostPid     uint32
+	MntNs       uint32
+	PidNs       uint32
+	HierarchyId uint32
+	Comm        [16]int8
+}
+
 type lsmEwAgentValue struct {
 	_ structs.HostLayout
 	V [4096]int8
@@ -60,6 +74,7 @@ type lsmEwRecord struct {
 	FileFlags  uint32
 	Action     uint32
 	Pad0       uint32
+	Setter     lsmEwAgentSetter
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
@@ -71,29 +86,32 @@ type lsmEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lsmMapEwAgentValues          = "ew_agent_values"
-	lsmMapEwCounters             = "ew_counters"
-	lsmMapEwEnforceAllowed       = "ew_enforce_allowed"
-	lsmMapEwEvents               = "ew_events"
-	lsmMapEwPathScratch          = "ew_path_scratch"
-	lsmMapEwPendingOptions       = "ew_pending_options"
-	lsmMapEwRecordScratch        = "ew_record_scratch"
-	lsmProgEwCgroupDestroyRoot   = "ew_cgroup_destroy_root"
-	lsmProgEwCgroupRemount       = "ew_cgroup_remount"
-	lsmProgEwCgroupSetupRoot     = "ew_cgroup_setup_root"
-	lsmProgEwLsmFentryParseParam = "ew_lsm_fentry_parse_param"
-	lsmProgEwLsmFexitAgentWrite  = "ew_lsm_fexit_agent_write"
-	lsmProgEwLsmFexitNotifyWrite = "ew_lsm_fexit_notify_write"
-	lsmProgEwLsmFexitParseParam  = "ew_lsm_fexit_parse_param"
-	lsmProgEwLsmFileOpen         = "ew_lsm_file_open"
-	lsmProgEwLsmFilePermission   = "ew_lsm_file_permission"
-	lsmProgEwLsmInodeRename      = "ew_lsm_inode_rename"
-	lsmProgEwSchedProcessExec    = "ew_sched_process_exec"
-	lsmVarAnyFs                  = "any_fs"
-	lsmVarEnforce                = "enforce"
-	lsmVarEnforceAllowCount      = "enforce_allow_count"
-	lsmVarHostMntNs              = "host_mnt_ns"
-	lsmVarHostPidNs              = "host_pid_ns"
+	lsmMapEwAgentSetters            = "ew_agent_setters"
+	lsmMapEwAgentValues             = "ew_agent_values"
+	lsmMapEwCounters                = "ew_counters"
+	lsmMapEwEnforceAllowed          = "ew_enforce_allowed"
+	lsmMapEwEvents                  = "ew_events"
+	lsmMapEwHostAgents              = "ew_host_agents"
+	lsmMapEwPathScratch             = "ew_path_scratch"
+	lsmMapEwPendingOptions          = "ew_pending_options"
+	lsmMapEwRecordScratch           = "ew_record_scratch"
+	lsmProgEwCgroupDestroyRoot      = "ew_cgroup_destroy_root"
+	lsmProgEwCgroupRemount          = "ew_cgroup_remount"
+	lsmProgEwCgroupSetupRoot        = "ew_cgroup_setup_root"
+	lsmProgEwLsmFentryParseParam    = "ew_lsm_fentry_parse_param"
+	lsmProgEwLsmFexitAgentWrite     = "ew_lsm_fexit_agent_write"
+	lsmProgEwLsmFexitNotifyWrite    = "ew_lsm_fexit_notify_write"
+	lsmProgEwLsmFexitParseParam     = "ew_lsm_fexit_parse_param"
+	lsmProgEwLsmFileOpen            = "ew_lsm_file_open"
+	lsmProgEwLsmFilePermission      = "ew_lsm_file_permission"
+	lsmProgEwLsmFsContextParseParam = "ew_lsm_fs_context_parse_param"
+	lsmProgEwLsmInodeRename         = "ew_lsm_inode_rename"
+	lsmProgEwSchedProcessExec       = "ew_sched_process_exec"
+	lsmVarAnyFs                     = "any_fs"
+	lsmVarEnforce                   = "enforce"
+	lsmVarEnforceAllowCount         = "enforce_allow_count"
+	lsmVarHostMntNs                 = "host_mnt_ns"
+	lsmVarHostPidNs                 = "host_pid_ns"
 )
 
 // loadLsm returns the embedded CollectionSpec for lsm.
@@ -138,27 +156,30 @@ type lsmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
-	EwCgroupDestroyRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount       *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot     *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
-	EwLsmFentryParseParam *ebpf.ProgramSpec `ebpf:"ew_lsm_fentry_parse_param"`
-	EwLsmFexitAgentWrite  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
-	EwLsmFexitNotifyWrite *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
-	EwLsmFexitParseParam  *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_parse_param"`
-	EwLsmFileOpen         *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
-	EwLsmFilePermission   *ebpf.ProgramSpec `ebpf:"ew_lsm_file_permission"`
-	EwLsmInodeRename      *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
-	EwSchedProcessExec    *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot      *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount          *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot        *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwLsmFentryParseParam    *ebpf.ProgramSpec `ebpf:"ew_lsm_fentry_parse_param"`
+	EwLsmFexitAgentWrite     *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFexitNotifyWrite    *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam     *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_parse_param"`
+	EwLsmFileOpen            *ebpf.ProgramSpec `ebpf:"ew_lsm_file_open"`
+	EwLsmFilePermission      *ebpf.ProgramSpec `ebpf:"ew_lsm_file_permission"`
+	EwLsmFsContextParseParam *ebpf.ProgramSpec `ebpf:"ew_lsm_fs_context_parse_param"`
+	EwLsmInodeRename         *ebpf.ProgramSpec `ebpf:"ew_lsm_inode_rename"`
+	EwSchedProcessExec       *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 }
 
 // lsmMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmMapSpecs struct {
+	EwAgentSetters   *ebpf.MapSpec `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -195,10 +216,12 @@ func (o *lsmObjects) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmMaps struct {
+	EwAgentSetters   *ebpf.Map `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -206,10 +229,12 @@ type lsmMaps struct {
 
 func (m *lsmMaps) Close() error {
 	return _LsmClose(
+		m.EwAgentSetters,
 		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHostAgents,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
@@ -231,17 +256,18 @@ type lsmVariables struct {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
-	EwCgroupDestroyRoot   *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
-	EwCgroupRemount       *ebpf.Program `ebpf:"ew_cgroup_remount"`
-	EwCgroupSetupRoot     *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
-	EwLsmFentryParseParam *ebpf.Program `ebpf:"ew_lsm_fentry_parse_param"`
-	EwLsmFexitAgentWrite  *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
-	EwLsmFexitNotifyWrite *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
-	EwLsmFexitParseParam  *ebpf.Program `ebpf:"ew_lsm_fexit_parse_param"`
-	EwLsmFileOpen         *ebpf.Program `ebpf:"ew_lsm_file_open"`
-	EwLsmFilePermission   *ebpf.Program `ebpf:"ew_lsm_file_permission"`
-	EwLsmInodeRename      *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
-	EwSchedProcessExec    *ebpf.Program `ebpf:"ew_sched_process_exec"`
+	EwCgroupDestroyRoot      *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
+	EwCgroupRemount          *ebpf.Program `ebpf:"ew_cgroup_remount"`
+	EwCgroupSetupRoot        *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwLsmFentryParseParam    *ebpf.Program `ebpf:"ew_lsm_fentry_parse_param"`
+	EwLsmFexitAgentWrite     *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
+	EwLsmFexitNotifyWrite    *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
+	EwLsmFexitParseParam     *ebpf.Program `ebpf:"ew_lsm_fexit_parse_param"`
+	EwLsmFileOpen            *ebpf.Program `ebpf:"ew_lsm_file_open"`
+	EwLsmFilePermission      *ebpf.Program `ebpf:"ew_lsm_file_permission"`
+	EwLsmFsContextParseParam *ebpf.Program `ebpf:"ew_lsm_fs_context_parse_param"`
+	EwLsmInodeRename         *ebpf.Program `ebpf:"ew_lsm_inode_rename"`
+	EwSchedProcessExec       *ebpf.Program `ebpf:"ew_sched_process_exec"`
 }
 
 func (p *lsmPrograms) Close() error {
@@ -255,6 +281,7 @@ func (p *lsmPrograms) Close() error {
 		p.EwLsmFexitParseParam,
 		p.EwLsmFileOpen,
 		p.EwLsmFilePermission,
+		p.EwLsmFsContextParseParam,
 		p.EwLsmInodeRename,
 		p.EwSchedProcessExec,
 	)

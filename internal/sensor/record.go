@@ -28,6 +28,22 @@ type Record struct {
 	ArgPath2 string
 	// BasePath is the directory a relative old name starts from (renames).
 	BasePath string
+	// Setter is, for a helper exec that is a hierarchy's current release_agent, who set that value.
+	Setter Setter
+}
+
+// Setter is the kernel's record of who set a hierarchy's release_agent.
+type Setter struct {
+	ValueHash   uint64
+	BootNs      uint64
+	CgroupID    uint64
+	How         kernelEwSetHow
+	Trust       kernelEwTrust
+	HostPID     uint32
+	MntNS       uint32
+	PidNS       uint32
+	HierarchyID uint32
+	Comm        string
 }
 
 // Task is the process context captured in the kernel at the event.
@@ -83,6 +99,12 @@ func decodeRecord(raw []byte) (Record, error) {
 		ArgPath:    cString(c.ArgPath[:]),
 		ArgPath2:   cString(c.ArgPath2[:]),
 		BasePath:   cString(c.BasePath[:]),
+		Setter: Setter{
+			ValueHash: c.Setter.ValueHash, BootNs: c.Setter.BootNs, CgroupID: c.Setter.CgroupId,
+			How: kernelEwSetHow(c.Setter.How), Trust: kernelEwTrust(c.Setter.Trust),
+			HostPID: c.Setter.HostPid, MntNS: c.Setter.MntNs, PidNS: c.Setter.PidNs,
+			HierarchyID: c.Setter.HierarchyId, Comm: cString(c.Setter.Comm[:]),
+		},
 	}, nil
 }
 

@@ -36,6 +36,9 @@ type Config struct {
 	// EnforceAllowCgroups are cgroup paths whose processes (in them or below) Enforce lets write release_agent,
 	// as the host's own processes may. At most MaxEnforceAllow, each shorter than MaxEnforceAllowLen bytes.
 	EnforceAllowCgroups []string
+	// HostReleaseAgents are release_agent values that, found on a hierarchy when the sensor starts, count as set
+	// by the host (who set a value before the sensor started is unknown; its agent's exec is otherwise an escape).
+	HostReleaseAgents []string
 	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
 	// Runtimes, if set, adds container names, images and pods from the runtimes' APIs.
@@ -170,8 +173,8 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		return nil, fmt.Errorf("open the ring buffer: %w", err)
 	}
 	// After attaching, so that no write falls between reading a value and watching for the next.
-	if n, err := seedAgentValues(maps.agentValues, "/proc"); err != nil {
-		log.Warn("release_agent values of the existing hierarchies unknown: their first change reports no old value", "err", err)
+	if n, err := seedAgentState(maps, "/proc", cfg.HostReleaseAgents); err != nil {
+		log.Warn("release_agent values of the existing hierarchies unknown: their first change reports no old value, and their agents count as set by an unknown setter", "err", err)
 	} else {
 		log.Debug("release_agent values of the existing hierarchies read", "hierarchies", n)
 	}

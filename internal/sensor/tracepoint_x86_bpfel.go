@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tracepointEwAgentSetter struct {
+	_           structs.HostLayout
+	ValueHash   uint64
+	BootNs      uint64
+	CgroupId    uint64
+	How         uint32
+	Trust       uint32
+	HostPid     uint32
+	MntNs       uint32
+	PidNs       uint32
+	HierarchyId uint32
+	Comm        [16]int8
+}
+
 type tracepointEwAgentValue struct {
 	_ structs.HostLayout
 	V [4096]int8
@@ -60,6 +74,7 @@ type tracepointEwRecord struct {
 	FileFlags  uint32
 	Action     uint32
 	Pad0       uint32
+	Setter     tracepointEwAgentSetter
 	CgroupPath [512]int8
 	Path       [4096]int8
 	ArgPath    [4096]int8
@@ -71,10 +86,12 @@ type tracepointEwRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tracepointMapEwAgentSetters       = "ew_agent_setters"
 	tracepointMapEwAgentValues        = "ew_agent_values"
 	tracepointMapEwCounters           = "ew_counters"
 	tracepointMapEwEnforceAllowed     = "ew_enforce_allowed"
 	tracepointMapEwEvents             = "ew_events"
+	tracepointMapEwHostAgents         = "ew_host_agents"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
 	tracepointProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
@@ -144,10 +161,12 @@ type tracepointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointMapSpecs struct {
+	EwAgentSetters   *ebpf.MapSpec `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 }
@@ -183,20 +202,24 @@ func (o *tracepointObjects) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointMaps struct {
+	EwAgentSetters   *ebpf.Map `ebpf:"ew_agent_setters"`
 	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 }
 
 func (m *tracepointMaps) Close() error {
 	return _TracepointClose(
+		m.EwAgentSetters,
 		m.EwAgentValues,
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHostAgents,
 		m.EwPathScratch,
 		m.EwRecordScratch,
 	)
