@@ -189,7 +189,10 @@ func (c *converter) helperArgs(r *Record) []event.Argument {
 		how = event.SetUnwatched // the recorded setter left another value: a path the sensor does not watch set this one
 	}
 	args = append(args, arg("hierarchy", "const char*", r.ArgPath), arg("set_how", "const char*", how))
-	if s.How == kernelEwSetHowEW_SET_UNKNOWN || s.How == kernelEwSetHowEW_SET_SEEDED || how == event.SetUnwatched {
+	if how == event.SetUnwatched {
+		return append(args, arg("set_trust", "const char*", event.TrustUnknown))
+	}
+	if s.How == kernelEwSetHowEW_SET_UNKNOWN || s.How == kernelEwSetHowEW_SET_SEEDED {
 		return append(args, arg("set_trust", "const char*", trustNames[s.Trust]))
 	}
 	return append(args,
