@@ -21,6 +21,7 @@ enum {
 	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
 	NR32_SPLICE = 313, NR32_PWRITEV = 334, NR32_COPY_FILE_RANGE = 377, NR32_PWRITEV2 = 379,
 	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21,
+	NR_IO_SUBMIT = 209, NR32_IO_SUBMIT = 248,
 };
 
 #define NR_IO_URING_ENTER 426 /* the same number in both tables */
@@ -33,6 +34,7 @@ enum ew_op {
 	EW_OP_WRITE_FD2, /* the written descriptor is argument 2 (splice, copy_file_range) */
 	EW_OP_MOUNT,
 	EW_OP_FSCONFIG,
+	EW_OP_AIO_SUBMIT, /* Linux AIO: the written descriptors are in the iocbs */
 };
 
 static __always_inline enum ew_op native_op(long nr)
@@ -48,6 +50,7 @@ static __always_inline enum ew_op native_op(long nr)
 	case NR_SPLICE: case NR_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
 	case NR_MOUNT: return EW_OP_MOUNT;
 	case NR_FSCONFIG: return EW_OP_FSCONFIG;
+	case NR_IO_SUBMIT: return EW_OP_AIO_SUBMIT;
 	}
 	return EW_OP_NONE;
 }
@@ -65,6 +68,7 @@ static __always_inline enum ew_op compat_op(long nr)
 		return EW_OP_WRITE;
 	case NR32_SPLICE: case NR32_COPY_FILE_RANGE: return EW_OP_WRITE_FD2;
 	case NR32_MOUNT: return EW_OP_MOUNT;
+	case NR32_IO_SUBMIT: return EW_OP_AIO_SUBMIT;
 	}
 	return EW_OP_NONE;
 }

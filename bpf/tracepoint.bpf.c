@@ -39,6 +39,51 @@ static __always_inline void renamed(struct task_struct *task, struct ew_syscall 
 	ew_emit(r);
 }
 
+/* Linux AIO: io_submit(ctx, nr, iocbpp) returns how many iocbs it took; a write to kernfs completes during the
+ * call. At most EW_AIO_MAX iocbs per call are looked at (the rest still meet the helper exec's judgement). */
+#define EW_AIO_MAX 64
+#define EW_IOCB_CMD_PWRITE 1
+#define EW_IOCB_CMD_PWRITEV 8
+
+/* The fields of struct iocb (include/uapi/linux/aio_abi.h) read here: the same on every architecture. */
+struct ew_iocb_head {
+	__u64 aio_data;
+	__u32 aio_key;
+	__u32 aio_rw_flags;
+	__u16 aio_lio_opcode;
+	__s16 aio_reqprio;
+	__u32 aio_fildes;
+};
+
+struct ew_aio_scan {
+	const void *iocbpp; /* user array of iocb pointers (32-bit ones for an ia32 caller) */
+	__u32 n;
+	__u32 compat;
+	__u32 nr;
+	__u32 facts;
+};
+
+static long ew_aio_step(__u64 i, void *data)
+{
+	struct ew_aio_scan *scan = data;
+	if (i >= scan->n)
+		return 1;
+	__u64 iocb = 0;
+	if (scan->compat)
+		bpf_probe_read_user(&iocb, 4, scan->iocbpp + i * 4);
+	else
+		bpf_probe_read_user(&iocb, 8, scan->iocbpp + i * 8);
+	struct ew_iocb_head head = {};
+	if (bpf_probe_read_user(&head, sizeof(head), (void *)iocb))
+		return 0;
+	if (head.aio_lio_opcode != EW_IOCB_CMD_PWRITE && head.aio_lio_opcode != EW_IOCB_CMD_PWRITEV)
+		return 0;
+	struct file *file = ew_fd_file((struct task_struct *)bpf_get_current_task(), (int)head.aio_fildes);
+	if (file)
+		ew_file_written(file, EW_SOURCE_SYSCALL, 0, scan->nr, scan->facts);
+	return 0;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -91,6 +136,19 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 		ew_syscall_of(task, regs, &sc);
 		ew_mount_syscall(&sc, ret);
 		return 0;
+	case EW_OP_AIO_SUBMIT: {
+		if (ret <= 0)
+			return 0;
+		struct ew_aio_scan scan = {
+			.iocbpp = (const void *)regs->dx, /* argument 2 in both tables (ia32: edx) */
+			.n = ret < EW_AIO_MAX ? ret : EW_AIO_MAX,
+			.compat = compat != 0,
+			.nr = nr,
+			.facts = compat ? EW_FACT_COMPAT_SYSCALL : 0,
+		};
+		bpf_loop(EW_AIO_MAX, ew_aio_step, &scan, 0);
+		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -143,9 +201,11 @@ int ew_io_uring_complete(__u64 *ctx)
 	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
 	__u8 opcode = BPF_CORE_READ(req, opcode);
 
+	/* req->file is the file written (for a splice, the output: struct io_splice's file_out overlays it). */
 	if (opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE) ||
 	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITEV) ||
-	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED)) {
+	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED) ||
+	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_SPLICE)) {
 		struct file *file = BPF_CORE_READ(req, file);
 		if (file)
 			ew_file_written(file, EW_SOURCE_IO_URING, BPF_CORE_READ(req, cqe.res), opcode, 0);

@@ -93,11 +93,11 @@ func TestPrivilegedAgentOldValue(t *testing.T) {
 }
 
 // TestPrivilegedAgentChangedWriteFamily: every write-family call into release_agent is EW-1001 with the value,
-// io_uring's IORING_OP_WRITE included.
+// io_uring's IORING_OP_WRITE and IORING_OP_SPLICE and Linux AIO's io_submit included.
 func TestPrivilegedAgentChangedWriteFamily(t *testing.T) {
 	s := startSensor(t)
 	h := testutil.MountHierarchy(t)
-	for _, method := range []string{"writev", "pwrite", "pwritev2", "sendfile", "splice", "iouring-write"} {
+	for _, method := range []string{"writev", "pwrite", "pwritev2", "sendfile", "splice", "iouring-write", "iouring-splice", "aio"} {
 		t.Run(method, func(t *testing.T) {
 			value := "/" + method + "-payload"
 			act := runAct(t, inNamespace(triggerBin, method, h.Agent(), value)...)
@@ -115,8 +115,10 @@ func TestPrivilegedAgentChangedWriteFamily(t *testing.T) {
 // syscallOf names the syscall a trigger method writes with.
 func syscallOf(method string) string {
 	switch method {
-	case "iouring-write":
+	case "iouring-write", "iouring-splice":
 		return "io_uring_enter"
+	case "aio":
+		return "io_submit"
 	case "pwrite":
 		return "pwrite64"
 	}

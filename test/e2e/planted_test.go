@@ -21,8 +21,10 @@ type planting struct {
 	fresh bool
 	// script is the shell command that plants agent into hierarchy name, mounted (or to be mounted) at dir.
 	script func(name, dir, agent string) string
-	// how lists the set_how values EW-1004 may give (the tracepoint backend has no hook on io_submit's write).
-	how []string
+	// how lists the set_how values EW-1004 may give; tracepointHow, when set, is the one the tracepoint backend
+	// gives.
+	how           []string
+	tracepointHow string
 }
 
 var plantings = []planting{
@@ -30,7 +32,12 @@ var plantings = []planting{
 		how: []string{event.SetWrite}},
 	{name: "aio", script: func(_, dir, agent string) string {
 		return triggerBin + " aio " + dir + "/release_agent " + agent
-	}, how: []string{event.SetWrite, event.SetUnwatched}},
+	}, how: []string{event.SetWrite}},
+	// The 65th iocb of one io_submit: beyond what the tracepoint backend looks at (64), so there the value
+	// changes unseen, and EW-1004 says so; the hook backends see the kernel's handler run.
+	{name: "aio beyond 64 iocbs", script: func(_, dir, agent string) string {
+		return triggerBin + " aio-deep " + dir + "/release_agent " + agent
+	}, how: []string{event.SetWrite}, tracepointHow: event.SetUnwatched},
 	{name: "mount option", fresh: true, script: func(name, dir, agent string) string {
 		return "mount -t cgroup -o none,name=" + name + ",release_agent=" + agent + " cgroup " + dir
 	}, how: []string{event.SetMount}},
@@ -101,8 +108,12 @@ func TestPrivilegedAgentExecutedHoweverPlanted(t *testing.T) {
 				t.Fatal("the agent never ran: the escape did not work")
 			}
 			setBy, _ := f.Data["setBy"].(map[string]any)
-			if !slices.Contains(p.how, fmt.Sprint(setBy["how"])) {
-				t.Errorf("setBy %v, want how in %v", setBy, p.how)
+			how := p.how
+			if p.tracepointHow != "" && s.backend() == "tracepoint" {
+				how = []string{p.tracepointHow}
+			}
+			if !slices.Contains(how, fmt.Sprint(setBy["how"])) {
+				t.Errorf("setBy %v, want how in %v", setBy, how)
 			}
 			if setBy["how"] != event.SetUnwatched && (setBy["trust"] != event.TrustOutside || setBy["mountNamespace"] == nil) {
 				t.Errorf("setBy %v, want trust %s with the setter's namespaces", setBy, event.TrustOutside)

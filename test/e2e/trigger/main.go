@@ -141,12 +141,17 @@ func act(method, path string, rest []string) error {
 			return fmt.Errorf("iouring-write needs VALUE")
 		}
 		return ioUringWrite(path, []byte(rest[0]))
+	case "iouring-splice": // iouring-splice PATH VALUE: open(2) PATH, write VALUE with IORING_OP_SPLICE from a pipe
+		if len(rest) != 1 {
+			return fmt.Errorf("iouring-splice needs VALUE")
+		}
+		return ioUringSplice(path, []byte(rest[0]))
 	case "recvfd": // recvfd SOCKET VALUE: write VALUE through a descriptor received on the unix socket SOCKET
 		if len(rest) != 1 {
 			return fmt.Errorf("recvfd needs VALUE")
 		}
 		return writeReceived(path, []byte(rest[0]))
-	case "writev", "pwrite", "pwritev2", "sendfile", "splice", "copy_file_range", "aio": // METHOD PATH VALUE: write VALUE into PATH that way
+	case "writev", "pwrite", "pwritev2", "sendfile", "splice", "copy_file_range", "aio", "aio-deep": // METHOD PATH VALUE: write VALUE into PATH that way
 		if len(rest) != 1 {
 			return fmt.Errorf("%s needs VALUE", method)
 		}
@@ -220,7 +225,9 @@ func writeVia(method, path string, value []byte) error {
 		defer tmp.Close()
 		_, err = unix.Sendfile(fd, int(tmp.Fd()), new(int64), len(value))
 	case "aio":
-		err = aioWrite(fd, value)
+		err = aioWrite(fd, value, 0)
+	case "aio-deep":
+		err = aioWrite(fd, value, 64)
 	}
 	return err
 }
@@ -247,23 +254,43 @@ type ioEvent struct {
 const iocbCmdPwrite = 1
 
 // aioWrite writes value at offset 0 of fd with Linux AIO (io_setup, io_submit, io_getevents): no write syscall.
-func aioWrite(fd int, value []byte) error {
+// The write is the last of one io_submit, after decoys writes of value to /dev/null.
+func aioWrite(fd int, value []byte, decoys int) error {
+	null, err := unix.Open("/dev/null", unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(null)
 	var ctx uintptr
-	if _, _, errno := unix.Syscall(unix.SYS_IO_SETUP, 1, uintptr(unsafe.Pointer(&ctx)), 0); errno != 0 {
+	if _, _, errno := unix.Syscall(unix.SYS_IO_SETUP, uintptr(decoys+1), uintptr(unsafe.Pointer(&ctx)), 0); errno != 0 {
 		return fmt.Errorf("io_setup: %w", errno)
 	}
 	defer unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0)
-	cb := iocb{opcode: iocbCmdPwrite, fd: uint32(fd), buf: uint64(uintptr(unsafe.Pointer(&value[0]))), nbytes: uint64(len(value))}
-	cbs := [1]*iocb{&cb}
-	if n, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, ctx, 1, uintptr(unsafe.Pointer(&cbs[0]))); errno != 0 || n != 1 {
-		return fmt.Errorf("io_submit: %d, %w", n, errno)
+	cbs := make([]*iocb, decoys+1)
+	for i := range cbs {
+		target := null
+		if i == decoys {
+			target = fd
+		}
+		cbs[i] = &iocb{opcode: iocbCmdPwrite, fd: uint32(target), buf: uint64(uintptr(unsafe.Pointer(&value[0]))), nbytes: uint64(len(value))}
 	}
-	var ev ioEvent
-	if n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, ctx, 1, 1, uintptr(unsafe.Pointer(&ev)), 0, 0); errno != 0 || n != 1 {
-		return fmt.Errorf("io_getevents: %d, %w", n, errno)
+	n, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, ctx, uintptr(len(cbs)), uintptr(unsafe.Pointer(&cbs[0])))
+	if errno != 0 || int(n) != len(cbs) {
+		return fmt.Errorf("io_submit: %d of %d, %w", n, len(cbs), errno)
 	}
-	if ev.res < 0 {
-		return fmt.Errorf("aio write: %w", unix.Errno(-ev.res))
+	events := make([]ioEvent, len(cbs))
+	got := 0
+	for got < len(cbs) {
+		n, _, errno := unix.Syscall6(unix.SYS_IO_GETEVENTS, ctx, 1, uintptr(len(cbs)-got), uintptr(unsafe.Pointer(&events[got])), 0, 0)
+		if errno != 0 {
+			return fmt.Errorf("io_getevents: %w", errno)
+		}
+		got += int(n)
+	}
+	for _, ev := range events {
+		if ev.res < 0 {
+			return fmt.Errorf("aio write: %w", unix.Errno(-ev.res))
+		}
 	}
 	return nil
 }
