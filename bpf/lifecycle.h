@@ -47,11 +47,31 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 }
 
 /* A new hierarchy: its release_agent is empty or the mount option's value. */
+/* ew_mount_from_state reports the release_agent that mount(2) just gave hierarchy root, from the kernel's own
+ * copy. For a backend without a hook on the option parser (EW_MOUNT_FROM_STATE): mount(2)'s data string, read
+ * again from user memory at the syscall's exit, may have been changed by another thread since the kernel parsed
+ * it. fsconfig reports its own options (syscall.h's arguments are single strings, reported when set). */
+static __always_inline void ew_mount_from_state(struct cgroup_root *root)
+{
+#ifdef EW_MOUNT_FROM_STATE
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ew_syscall sc;
+	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	if (sc.op != EW_OP_MOUNT)
+		return;
+	char first = 0;
+	bpf_probe_read_kernel(&first, 1, &root->release_agent_path);
+	if (first)
+		ew_mount_option(root->release_agent_path, 0, sc.source, 0, sc.nr, sc.facts, EW_ACTION_ALERT, 1);
+#endif
+}
+
 SEC("tp_btf/cgroup_setup_root")
 int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
 {
 	ew_setter_changed(root, EW_SET_MOUNT, 0);
 	ew_agent_value_stored(root);
+	ew_mount_from_state(root);
 	return 0;
 }
 
@@ -59,7 +79,8 @@ int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
 SEC("tp_btf/cgroup_remount")
 int BPF_PROG(ew_cgroup_remount, struct cgroup_root *root)
 {
-	ew_setter_changed(root, EW_SET_REMOUNT, 1);
+	if (ew_setter_changed(root, EW_SET_REMOUNT, 1))
+		ew_mount_from_state(root);
 	ew_agent_value_stored(root);
 	return 0;
 }

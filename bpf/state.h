@@ -103,8 +103,9 @@ static __always_inline int ew_equal(const char *a, const char *b, long n)
 
 /* ew_setter_record records the current task as the setter, by how, of value: hierarchy root's release_agent as
  * it is now, in map memory. cgroup_path is the task's (as ew_cgroup_path writes it, whole when not cut). With
- * only_changed, a value equal to the recorded one keeps its setter (a remount that left release_agent alone). */
-static __always_inline void ew_setter_record(struct cgroup_root *root, const char *value, __u32 how,
+ * only_changed, a value equal to the recorded one keeps its setter (a remount that left release_agent alone).
+ * Returns whether it recorded. */
+static __always_inline int ew_setter_record(struct cgroup_root *root, const char *value, __u32 how,
 					     const char *cgroup_path, int cgroup_whole, int only_changed)
 {
 	__u32 id = BPF_CORE_READ(root, hierarchy_id);
@@ -112,7 +113,7 @@ static __always_inline void ew_setter_record(struct cgroup_root *root, const cha
 	if (only_changed) {
 		struct ew_agent_setter *old = bpf_map_lookup_elem(&ew_agent_setters, &id);
 		if (old && old->value_hash == hash)
-			return;
+			return 0;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct ew_agent_setter s = {
@@ -132,23 +133,25 @@ static __always_inline void ew_setter_record(struct cgroup_root *root, const cha
 		bpf_map_update_elem(&ew_host_agents, &id, value, BPF_ANY);
 	else
 		bpf_map_delete_elem(&ew_host_agents, &id);
+	return 1;
 }
 
 /* ew_setter_changed records the current task as the setter of root's value, if it differs from the recorded
- * one (only_changed) or always. Reads the value and the task's cgroup itself: for the lifecycle tracepoints. */
-static __always_inline void ew_setter_changed(struct cgroup_root *root, __u32 how, int only_changed)
+ * one (only_changed) or always. Reads the value and the task's cgroup itself: for the lifecycle tracepoints.
+ * Returns whether it recorded. */
+static __always_inline int ew_setter_changed(struct cgroup_root *root, __u32 how, int only_changed)
 {
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
-		return;
+		return 0;
 	/* The cgroup path first: ew_cgroup_path works in the path scratch the value is read into next. */
 	int whole = ew_cgroup_path((struct task_struct *)bpf_get_current_task(), r->cgroup_path);
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
-		return;
+		return 0;
 	bpf_probe_read_kernel_str(buf->data, EW_PATH_MAX, &root->release_agent_path);
-	ew_setter_record(root, buf->data, how, r->cgroup_path, whole, only_changed);
+	return ew_setter_record(root, buf->data, how, r->cgroup_path, whole, only_changed);
 }
 
 /* ew_setter_forget drops the records of a hierarchy that ends: its ID is free for the next one. */

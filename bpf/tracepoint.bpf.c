@@ -3,6 +3,8 @@
  * tracepoint sees every open, rename, write and mount (native and 32-bit) after the kernel handled it, and one on
  * io_uring completions sees opens and writes that never pass through a syscall. */
 #include "tracepoint.h"
+/* No hook on the option parser here: a mount(2)'s release_agent is reported from the hierarchy's state. */
+#define EW_MOUNT_FROM_STATE
 #include "lifecycle.h"
 
 char LICENSE[] SEC("license") = "GPL";

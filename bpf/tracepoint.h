@@ -96,11 +96,14 @@ static __always_inline int ew_user_str_is(const char *user, const char *want, in
 	return 1;
 }
 
-/* ew_mount_syscall: a cgroup v1 mount(2) (its data string may hold release_agent=) or an fsconfig setting
- * the key release_agent. Mounts are rare; user space parses the data. */
+/* ew_mount_syscall: a cgroup v1 mount(2) the kernel refused (its data string may hold release_agent=; user
+ * space parses it), or an fsconfig setting the key release_agent. A mount(2) the kernel accepted is reported from
+ * the hierarchy's state (lifecycle.h), never from its data read again here: another thread may have changed it. */
 static __always_inline void ew_mount_syscall(struct ew_syscall *sc, long ret)
 {
 	if (sc->op == EW_OP_MOUNT) {
+		if (ret >= 0)
+			return;
 		const char *type = (const char *)sys_arg(sc->regs, sc->compat, 2);
 		unsigned long flags = sys_arg(sc->regs, sc->compat, 3);
 		const char *data = (const char *)sys_arg(sc->regs, sc->compat, 4);

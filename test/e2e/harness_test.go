@@ -326,6 +326,12 @@ func changedBy(pid int) func(finding) bool {
 // process. The command must succeed.
 func runAct(t *testing.T, argv ...string) actor {
 	t.Helper()
+	return parseActor(t, runActOutput(t, argv...))
+}
+
+// runActOutput runs argv, which must succeed, and returns its standard output.
+func runActOutput(t *testing.T, argv ...string) string {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -333,7 +339,7 @@ func runAct(t *testing.T, argv ...string) actor {
 	if err != nil {
 		t.Fatalf("%q: %v\nstdout: %s\nstderr: %s", argv, err, out, stderr.String())
 	}
-	return parseActor(t, string(out))
+	return string(out)
 }
 
 // runExpectFailure runs argv, which must fail, and returns its stdout and stderr.

@@ -66,3 +66,29 @@ func TestPrivilegedMountOptionRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedMountOptionDataRace: a thread keeps changing mount(2)'s data while the kernel parses it. Every
+// mount that succeeded gave its hierarchy the release_agent, and each one is EW-1002 with that value: the
+// report comes from what the kernel parsed, never from the data read again afterwards.
+func TestPrivilegedMountOptionDataRace(t *testing.T) {
+	s := startSensor(t)
+	value := "/race-payload-" + randomHex(t, 4) + "-"
+	dir := filepath.Join(t.TempDir(), "cg")
+	out := runActOutput(t, inNamespace(triggerBin, "mount-race", dir, "ewrace"+randomHex(t, 4)+"_", value, "40")...)
+	var mounted []string
+	for _, line := range strings.Split(out, "\n")[1:] {
+		if strings.HasPrefix(line, value) {
+			mounted = append(mounted, line)
+		}
+	}
+	if len(mounted) == 0 {
+		t.Fatalf("no mount succeeded out of 40:\n%s", out)
+	}
+	for _, v := range mounted {
+		f := s.waitFor(t, "EW-1002 for "+v, func(f finding) bool { return f.SigMetadata.ID == "EW-1002" && f.Data["value"] == v })
+		if f.Data["refused"] != false {
+			t.Errorf("%s: refused %v, want the accepted mount", v, f.Data["refused"])
+		}
+	}
+	t.Logf("%d of 40 mounts succeeded, each reported", len(mounted))
+}

@@ -136,6 +136,16 @@ func act(method, path string, rest []string) error {
 			return fmt.Errorf("fsconfig release_agent: %w", err)
 		}
 		return unix.FsconfigReconfigure(fd)
+	case "mount-race": // mount-race DIR NAME VALUE COUNT: COUNT cgroup mounts with release_agent=VALUE<i> while
+		// another thread keeps flipping a byte of the data; prints the values of the mounts that succeeded
+		if len(rest) != 3 {
+			return fmt.Errorf("mount-race needs NAME VALUE COUNT")
+		}
+		count, err := strconv.Atoi(rest[2])
+		if err != nil {
+			return err
+		}
+		return mountRace(path, rest[0], rest[1], count)
 	case "iouring-write": // iouring-write PATH VALUE: open(2) PATH, write VALUE with IORING_OP_WRITE
 		if len(rest) != 1 {
 			return fmt.Errorf("iouring-write needs VALUE")
@@ -456,3 +466,50 @@ func fail(err error) {
 
 // ptr keeps byte slices alive as raw addresses for the kernel.
 func ptr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
+
+// mountRace mounts count hierarchies at dir with release_agent=value<i>, each while another thread flips the
+// first letter of "release_agent" in the data between 'r' and 'x': the kernel copies the data at the syscall's
+// entry, so a reader of user memory at its exit may see the other letter. It unmounts each and prints, one per
+// line, the values of the mounts that succeeded (the kernel saw the option, so the hierarchy had that agent).
+func mountRace(dir, name, value string, count int) error {
+	src, fstype := []byte("cgroup\x00"), []byte("cgroup\x00")
+	target := append([]byte(dir), 0)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	fmt.Println()
+	for i := range count {
+		v := fmt.Sprintf("%s%d", value, i)
+		data := []byte(fmt.Sprintf("none,name=%s%d,release_agent=%s\x00", name, i, v))
+		flip := strings.Index(string(data), "release_agent")
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p := (*byte)(unsafe.Pointer(&data[flip]))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if *p == 'r' {
+					*p = 'x'
+				} else {
+					*p = 'r'
+				}
+			}
+		}()
+		_, _, errno := unix.Syscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(&src[0])), uintptr(unsafe.Pointer(&target[0])),
+			uintptr(unsafe.Pointer(&fstype[0])), 0, uintptr(unsafe.Pointer(&data[0])), 0)
+		close(stop)
+		<-done
+		if errno == 0 {
+			fmt.Println(v)
+			if err := unix.Unmount(dir, 0); err != nil {
+				return fmt.Errorf("umount: %w", err)
+			}
+		}
+	}
+	return nil
+}
