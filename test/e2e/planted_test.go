@@ -19,8 +19,9 @@ type planting struct {
 	// fresh: the planting creates the hierarchy itself (a mount option); otherwise the hierarchy exists and is
 	// mounted by name in the namespace first.
 	fresh bool
-	// script is the shell command that plants agent into hierarchy name, mounted (or to be mounted) at dir.
-	script func(name, dir, agent string) string
+	// script is the shell command that plants agent into hierarchy name, mounted (or to be mounted) at dir; tmp
+	// is a directory for its files.
+	script func(name, dir, agent, tmp string) string
 	// how lists the set_how values EW-1004 may give; tracepointHow, when set, is the one the tracepoint backend
 	// gives.
 	how           []string
@@ -28,26 +29,62 @@ type planting struct {
 }
 
 var plantings = []planting{
-	{name: "write", script: func(_, dir, agent string) string { return "echo " + agent + " > " + dir + "/release_agent" },
+	{name: "write", script: func(_, dir, agent, _ string) string { return "echo " + agent + " > " + dir + "/release_agent" },
 		how: []string{event.SetWrite}},
-	{name: "aio", script: func(_, dir, agent string) string {
+	{name: "aio", script: func(_, dir, agent, _ string) string {
 		return triggerBin + " aio " + dir + "/release_agent " + agent
 	}, how: []string{event.SetWrite}},
 	// The 65th iocb of one io_submit: beyond what the tracepoint backend looks at (64), so there the value
 	// changes unseen, and EW-1004 says so; the hook backends see the kernel's handler run.
-	{name: "aio beyond 64 iocbs", script: func(_, dir, agent string) string {
+	{name: "aio beyond 64 iocbs", script: func(_, dir, agent, _ string) string {
 		return triggerBin + " aio-deep " + dir + "/release_agent " + agent
 	}, how: []string{event.SetWrite}, tracepointHow: event.SetUnwatched},
-	{name: "mount option", fresh: true, script: func(name, dir, agent string) string {
+	{name: "mount option", fresh: true, script: func(name, dir, agent, _ string) string {
 		return "mount -t cgroup -o none,name=" + name + ",release_agent=" + agent + " cgroup " + dir
 	}, how: []string{event.SetMount}},
-	{name: "remount", script: func(name, dir, agent string) string {
+	{name: "remount", script: func(name, dir, agent, _ string) string {
 		return "mount -t cgroup -o remount,none,name=" + name + ",release_agent=" + agent + " cgroup " + dir
 	}, how: []string{event.SetRemount}},
-	{name: "fspick", script: func(name, dir, agent string) string {
+	{name: "fspick", script: func(name, dir, agent, _ string) string {
 		return triggerBin + " fspick " + dir + " " + name + " " + agent
 	}, how: []string{event.SetRemount}},
+	// A sibling sharing the descriptor table (CLONE_FILES) writes through the descriptor its sibling opened,
+	// even when --enforce killed the opener at the open.
+	{name: "clone-files sibling", script: func(_, dir, agent, tmp string) string {
+		script := filepath.Join(tmp, "clonefiles.py")
+		if err := os.WriteFile(script, []byte(cloneFilesPy), 0o644); err != nil {
+			panic(err)
+		}
+		return "python3 " + script + " " + dir + "/release_agent " + agent
+	}, how: []string{event.SetWrite}},
 }
+
+// cloneFilesPy forks a sibling with CLONE_FILES, then opens PATH for writing; the sibling waits for that
+// descriptor to appear in the shared table and writes VALUE through it.
+const cloneFilesPy = `import ctypes, os, sys, time
+path, value = sys.argv[1], sys.argv[2].encode()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+CLONE_FILES, SIGCHLD, SYS_clone = 0x400, 17, 56
+pid = libc.syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0)
+if pid == 0:
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        for fd in range(3, 64):
+            try:
+                if os.readlink("/proc/self/fd/%d" % fd).endswith("/release_agent"):
+                    os.write(fd, value)
+                    os._exit(0)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    os._exit(1)
+time.sleep(0.05)
+try:
+    fd = os.open(path, os.O_WRONLY)
+finally:
+    os.waitpid(pid, 0)
+`
 
 // plantAndRelease runs, in a new mount+pid namespace, planting p of agent into hierarchy name, then enables
 // notify_on_release on a child cgroup and empties it: the whole escape. The planting runs in a subshell, which
@@ -70,7 +107,7 @@ func plantAndRelease(t *testing.T, p planting, agent string) (testutil.Hierarchy
 (%[3]s %[4]s) > %[5]s
 mkdir -p %[1]s/x; echo 1 > %[1]s/x/notify_on_release
 sh -c 'echo $$ > %[1]s/x/cgroup.procs'
-`, dir, mountIt, shellAct, p.script(name, dir, agent), actorFile)
+`, dir, mountIt, shellAct, p.script(name, dir, agent, t.TempDir()), actorFile)
 	out, _ := exec.Command("unshare", "--mount", "--pid", "--fork", "sh", "-c", script).CombinedOutput()
 	actorLine, err := os.ReadFile(actorFile)
 	if err != nil {
@@ -146,12 +183,16 @@ func TestPrivilegedEnforceHoweverPlanted(t *testing.T) {
 				t.Fatal(err)
 			}
 			if strings.TrimSpace(string(value)) == agent {
+				t.Logf("%s: planted; the agent must be killed at its exec", s.backend())
 				if f := executedAgent(t, s, agent); f.Event.Action != event.ActionKilled {
 					t.Errorf("EW-1004 action %q, want killed", f.Event.Action)
 				}
 			} else if strings.TrimSpace(string(value)) != "" {
 				// Empty: refused at the source, or the planter killed before it could finish (fspick's reconfigure).
 				t.Fatalf("release_agent is %q, want %s or empty", value, agent)
+			}
+			if strings.TrimSpace(string(value)) == "" {
+				t.Logf("%s: not planted (refused at the source, or the planter killed first)", s.backend())
 			}
 			hostAgentRuns(t, h)
 			if _, err := os.Stat(marker); err == nil {
