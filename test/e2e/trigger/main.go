@@ -242,23 +242,23 @@ func writeVia(method, path string, value []byte) error {
 	return err
 }
 
-// iocb is Linux AIO's struct iocb (x86_64, little-endian).
+// iocb is Linux AIO's struct iocb (x86_64, little-endian); fields left zero are blank.
 type iocb struct {
-	data         uint64
-	key, rwFlags uint32
-	opcode       uint16
-	reqprio      int16
-	fd           uint32
-	buf, nbytes  uint64
-	offset       int64
-	reserved2    uint64
-	flags, resfd uint32
+	_      uint64 // aio_data
+	_      [2]uint32
+	opcode uint16
+	_      int16
+	fd     uint32
+	buf    uint64
+	nbytes uint64
+	_      [3]uint64 // aio_offset (0), aio_reserved2, aio_flags and aio_resfd
 }
 
 // ioEvent is struct io_event.
 type ioEvent struct {
-	data, obj uint64
-	res, res2 int64
+	_   [2]uint64 // data, obj
+	res int64
+	_   int64
 }
 
 const iocbCmdPwrite = 1
