@@ -92,10 +92,13 @@ func TestPrivilegedEnforceStopsEscape(t *testing.T) {
 // TestPrivilegedEnforceEarlyDescriptor: under --enforce, a namespaced process that opened release_agent before
 // the sensor started, and writes through that descriptor after, is stopped too. The lsm and fentry backends
 // refuse the write itself (lsm/file_permission, fmod_ret/security_file_permission), so the value stays; the
-// others can only kill the writer once the handler ran, so the value is stored and the finding says killed.
+// others can only kill the writer once the handler ran, so the value is stored and the finding says killed, and
+// when a cgroup is released the agent is killed at its exec: the payload never runs.
 func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	h := testutil.MountHierarchy(t)
-	early := startEarlyWriter(t, h.Agent(), "/early-enforced")
+	marker := filepath.Join(t.TempDir(), "escaped")
+	agent := agentScript(t, marker)
+	early := startEarlyWriter(t, h.Agent(), agent)
 	s := startSensor(t, "--enforce")
 	err := early.write()
 	f := s.waitFor(t, "the write through an early descriptor", changedBy(early.HostPID))
@@ -108,9 +111,21 @@ func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 		}
 		return
 	}
-	if f.Event.Action != event.ActionKilled || f.Data["value"] != "/early-enforced" || early.wrote() {
+	if f.Event.Action != event.ActionKilled || f.Data["value"] != agent || early.wrote() {
 		t.Errorf("%s: writer %v output %q, finding action %q value %v; want the writer killed after the write, action killed",
 			s.backend(), err, early.out.String(), f.Event.Action, f.Data["value"])
+	}
+	// Another process releases a cgroup: the kernel starts the stored agent, which is killed at its exec.
+	script := fmt.Sprintf(`mkdir -p %[1]s/x; echo 1 > %[1]s/x/notify_on_release; sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("release: %v\n%s", err, out)
+	}
+	if e := executedAgent(t, s, agent); e.Event.Action != event.ActionKilled {
+		t.Errorf("EW-1004 action %q, want killed", e.Event.Action)
+	}
+	hostAgentRuns(t, h)
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the agent planted through an early descriptor ran despite --enforce")
 	}
 }
 
