@@ -60,6 +60,17 @@ static long ew_allow_step(__u64 i, void *data)
 	return 0;
 }
 
+/* ew_kill_current sends SIGKILL to the current process: delivered before it returns to user space (from a
+ * tracepoint, through an irq_work that runs as soon as interrupts are on). The kernel can refuse (its per-CPU
+ * irq_work still busy with the previous signal): then nothing was done, and the record says so. */
+static __always_inline __u32 ew_kill_current(void)
+{
+	if (bpf_send_signal(EW_SIGKILL) == 0)
+		return EW_ACTION_KILLED;
+	ew_count(EW_COUNTER_KILL_FAILED);
+	return EW_ACTION_ALERT;
+}
+
 /* ew_trust_of says whether the task may choose what the kernel runs as root: the host's own processes (same
  * mount and pid namespaces as the host's init) and processes in an allowed cgroup (cgroup_path, as ew_cgroup_path
  * writes it, whole when it is not cut) may; every other process is outside the host. */
@@ -88,8 +99,7 @@ static __always_inline __u32 ew_enforce(struct task_struct *task, int can_deny, 
 		return EW_ACTION_ALERT;
 	if (can_deny)
 		return EW_ACTION_DENIED;
-	bpf_send_signal(EW_SIGKILL);
-	return EW_ACTION_KILLED;
+	return ew_kill_current();
 }
 
 #endif

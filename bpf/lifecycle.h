@@ -30,10 +30,8 @@ static __always_inline void ew_helper_exec(struct task_struct *task, struct linu
 	r->arg_path2[0] = 0;
 	long n = bpf_probe_read_kernel_str(r->base_path, sizeof(r->base_path), BPF_CORE_READ(bprm, filename));
 	ew_judge_helper(r, task, bprm, n);
-	if ((r->facts & EW_FACT_AGENT_ESCAPE) && enforce) {
-		bpf_send_signal(EW_SIGKILL);
-		r->action = EW_ACTION_KILLED;
-	}
+	if ((r->facts & EW_FACT_AGENT_ESCAPE) && enforce)
+		r->action = ew_kill_current();
 	ew_emit(r);
 }
 

@@ -89,8 +89,9 @@ enum ew_action {
 /* Indexes of the per-CPU counter array, summed by user space. */
 enum ew_counter {
 	EW_COUNTER_EMITTED = 0,
-	EW_COUNTER_DROPPED = 1, /* ring buffer full: the record was lost */
-	EW_COUNTER_MAX = 2,
+	EW_COUNTER_DROPPED = 1,	    /* ring buffer full: the record was lost */
+	EW_COUNTER_KILL_FAILED = 2, /* --enforce: the kernel refused to send SIGKILL (the record says alert) */
+	EW_COUNTER_MAX = 3,
 };
 
 struct ew_task {

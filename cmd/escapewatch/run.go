@@ -148,13 +148,14 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// the sensor through live, which holds nothing until Open returned. Sensor.Stats stays valid after Close.
 	var live atomic.Pointer[sensor.Sensor]
 	m := metrics.New(buildVersion(), metrics.Sources{
-		KernelEmitted: func() uint64 { return sensorStat(live.Load()).KernelEmitted },
-		KernelDropped: func() uint64 { return sensorStat(live.Load()).KernelDropped },
-		Undecodable:   func() uint64 { return sensorStat(live.Load()).DecodeErrors },
-		Sinks:         func() []metrics.SinkStats { return sinkStats(out.Stats()) },
-		EnrichHits:    func() uint64 { return runtimes.Stats().Hits },
-		EnrichMisses:  func() uint64 { return runtimes.Stats().Misses },
-		EnrichErrors:  func() uint64 { return runtimes.Stats().Errors },
+		KernelEmitted:     func() uint64 { return sensorStat(live.Load()).KernelEmitted },
+		KernelDropped:     func() uint64 { return sensorStat(live.Load()).KernelDropped },
+		KernelKillsFailed: func() uint64 { return sensorStat(live.Load()).KernelKillsFailed },
+		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
+		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
+		EnrichHits:        func() uint64 { return runtimes.Stats().Hits },
+		EnrichMisses:      func() uint64 { return runtimes.Stats().Misses },
+		EnrichErrors:      func() uint64 { return runtimes.Stats().Errors },
 	})
 	if cfg.Metrics.Addr != "" {
 		_, stop, err := m.Serve(cfg.Metrics.Addr, log)
@@ -290,13 +291,14 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats) {
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
+		"kernel_kills_failed", ss.KernelKillsFailed,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {
 		attrs = append(attrs, id+"_findings", rs.Findings, id+"_skipped_args", rs.SkippedArgs, id+"_errors", rs.Errors)
 	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)

@@ -29,6 +29,7 @@ type SinkStats struct {
 // Sources are read at scrape time, so the numbers are always current and nothing is counted twice.
 type Sources struct {
 	KernelEmitted, KernelDropped, Undecodable func() uint64
+	KernelKillsFailed                         func() uint64
 	Sinks                                     func() []SinkStats
 	EnrichHits, EnrichMisses, EnrichErrors    func() uint64
 }
@@ -136,6 +137,7 @@ type sourceCollector struct{ src Sources }
 var (
 	kernelEmittedDesc = prometheus.NewDesc("escapewatch_kernel_records_total", "Records the kernel handed to user space.", nil, nil)
 	kernelDroppedDesc = prometheus.NewDesc("escapewatch_kernel_records_dropped_total", "Records lost in the kernel because the ring buffer was full.", nil, nil)
+	killsFailedDesc   = prometheus.NewDesc("escapewatch_kernel_kills_failed_total", "--enforce kills the kernel refused to send (their findings say alert).", nil, nil)
 	undecodableDesc   = prometheus.NewDesc("escapewatch_records_undecodable_total", "Kernel records that could not be decoded.", nil, nil)
 	deliveredDesc     = prometheus.NewDesc("escapewatch_sink_delivered_total", "Findings delivered, by output.", []string{"sink"}, nil)
 	failedDesc        = prometheus.NewDesc("escapewatch_sink_failures_total", "Failed delivery attempts (retried), by output.", []string{"sink"}, nil)
@@ -146,7 +148,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, undecodableDesc, deliveredDesc, failedDesc,
+	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
 		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc} {
 		ch <- d
 	}
@@ -160,6 +162,7 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(kernelEmittedDesc, c.src.KernelEmitted)
 	counter(kernelDroppedDesc, c.src.KernelDropped)
+	counter(killsFailedDesc, c.src.KernelKillsFailed)
 	counter(undecodableDesc, c.src.Undecodable)
 	counter(enrichDesc, c.src.EnrichHits, "hit")
 	counter(enrichDesc, c.src.EnrichMisses, "miss")

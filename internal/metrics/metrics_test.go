@@ -24,8 +24,9 @@ func get(t *testing.T, url string) (int, string) {
 func TestEndpoints(t *testing.T) {
 	dropped := uint64(0)
 	m := New("v-test", Sources{
-		KernelEmitted: func() uint64 { return 7 },
-		KernelDropped: func() uint64 { return dropped },
+		KernelEmitted:     func() uint64 { return 7 },
+		KernelDropped:     func() uint64 { return dropped },
+		KernelKillsFailed: func() uint64 { return 2 },
 		Sinks: func() []SinkStats {
 			return []SinkStats{{Name: "webhook", Delivered: 3, Failed: 2, Dropped: 1, SpoolEntries: 4, SpoolBytes: 4096}}
 		},
@@ -58,6 +59,7 @@ func TestEndpoints(t *testing.T) {
 		`escapewatch_events_total{event="security_file_open"} 1`,
 		`escapewatch_findings_total{action="alert",rule="TRC-1010"} 1`,
 		`escapewatch_findings_suppressed_total{reason="allow",rule="TRC-1010"} 1`,
+		`escapewatch_kernel_kills_failed_total 2`,
 		`escapewatch_kernel_records_total 7`,
 		`escapewatch_kernel_records_dropped_total 5`,
 		`escapewatch_sink_delivered_total{sink="webhook"} 3`,

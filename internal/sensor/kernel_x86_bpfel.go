@@ -24,9 +24,10 @@ const (
 type kernelEwCounter uint32
 
 const (
-	kernelEwCounterEW_COUNTER_EMITTED kernelEwCounter = 0
-	kernelEwCounterEW_COUNTER_DROPPED kernelEwCounter = 1
-	kernelEwCounterEW_COUNTER_MAX     kernelEwCounter = 2
+	kernelEwCounterEW_COUNTER_EMITTED     kernelEwCounter = 0
+	kernelEwCounterEW_COUNTER_DROPPED     kernelEwCounter = 1
+	kernelEwCounterEW_COUNTER_KILL_FAILED kernelEwCounter = 2
+	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 3
 )
 
 type kernelEwFact uint32

@@ -67,10 +67,11 @@ type Sensor struct {
 	filtered     atomic.Uint64 // renames that user space found not to target the real release_agent
 }
 
-// Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full.
+// Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full;
+// KernelKillsFailed are --enforce kills the kernel refused to send (those records say alert).
 type Stats struct {
-	Records, DecodeErrors, Filtered uint64
-	KernelEmitted, KernelDropped    uint64
+	Records, DecodeErrors, Filtered                 uint64
+	KernelEmitted, KernelDropped, KernelKillsFailed uint64
 }
 
 // Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
@@ -286,7 +287,7 @@ func (s *Sensor) Stats() Stats {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	if s.final != nil {
-		st.KernelEmitted, st.KernelDropped = s.final.KernelEmitted, s.final.KernelDropped
+		st.KernelEmitted, st.KernelDropped, st.KernelKillsFailed = s.final.KernelEmitted, s.final.KernelDropped, s.final.KernelKillsFailed
 		return st
 	}
 	s.readKernelCounters(&st)
@@ -297,6 +298,7 @@ func (s *Sensor) Stats() Stats {
 func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelEmitted, _ = s.counter(kernelEwCounterEW_COUNTER_EMITTED)
 	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
+	st.KernelKillsFailed, _ = s.counter(kernelEwCounterEW_COUNTER_KILL_FAILED)
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
