@@ -158,23 +158,13 @@ func writeCells(b *strings.Builder, cells []cell, colour bool) {
 	b.WriteByte('\n')
 }
 
-// severity reads Properties["Severity"], an int from the rules or a json.Number from a spooled line.
+// severity is Properties["Severity"] and how the table shows it.
 func severity(props map[string]any) (int64, string) {
-	var n int64
-	switch v := props["Severity"].(type) {
-	case int:
-		n = int64(v)
-	case int64:
-		n = v
-	case float64:
-		n = int64(v)
-	case json.Number:
-		i, err := v.Int64()
-		if err != nil {
+	n, ok := finding.Severity(props)
+	if !ok {
+		if v, isNumber := props["Severity"].(json.Number); isNumber {
 			return -1, printable(v.String())
 		}
-		n = i
-	default:
 		return -1, "-"
 	}
 	return n, strconv.FormatInt(n, 10)
