@@ -62,6 +62,7 @@ type receiver struct {
 	mu       sync.Mutex
 	requests int
 	accepted []int
+	bodies_  [][]byte
 	header   http.Header // of the last request
 	// status answers request number req (from 1) carrying finding n; nil answers 200.
 	status func(req, n int) int
@@ -86,6 +87,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code/100 == 2 {
 		rc.accepted = append(rc.accepted, body.Data.N)
+		rc.bodies_ = append(rc.bodies_, raw)
 	}
 	w.WriteHeader(code)
 }
@@ -94,6 +96,13 @@ func (rc *receiver) got() []int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return slices.Clone(rc.accepted)
+}
+
+// bodies are the findings accepted, as received.
+func (rc *receiver) bodies() [][]byte {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.bodies_)
 }
 
 func (rc *receiver) requestCount() int {
@@ -205,13 +214,28 @@ func webhookDispatcher(t *testing.T, dir string, wo WebhookOptions, so SpoolOpti
 	return d
 }
 
+// dispatchN dispatches findings from..to-1 and waits until every spool took them (or shed them).
 func dispatchN(t *testing.T, d *Dispatcher, from, to int) {
 	t.Helper()
+	before := taken(d)
 	for n := from; n < to; n++ {
-		if err := d.Dispatch(t.Context(), numbered(n)); err != nil {
+		if err := d.Dispatch(numbered(n)); err != nil {
 			t.Fatalf("dispatch %d: %v", n, err)
 		}
 	}
+	waitFor(t, "the findings spooled", func() bool { return taken(d) >= before+to-from })
+}
+
+// taken counts the findings the dispatcher's first spooled sink holds, delivered or lost: the findings its
+// commit stage took (plus what a previous run left).
+func taken(d *Dispatcher) int {
+	for _, r := range d.routes {
+		if r.spool != nil {
+			n, _ := r.spool.Len()
+			return n + int(r.delivered.Load()+r.dropped.Load())
+		}
+	}
+	return 0
 }
 
 func stats(d *Dispatcher, name string) SinkStats {

@@ -1,31 +1,40 @@
 // Package output is where findings go: stdout (JSON lines or a table for terminals), an append-only file, and
 // an HTTP(S) webhook.
 //
-// A finding is never lost because a sink is slow or down. Fast sinks (stdout, file) are written synchronously
-// by Dispatcher.Dispatch. A slow sink (the webhook) is fed from its own Spool: Dispatch appends the finding to
-// the spool and fsyncs it before returning, and a goroutine per spooled sink delivers the spool's entries in
-// order, retrying with exponential backoff, and removes an entry only after its sink took it. Delivery is at
-// least once: a crash between a delivery and the removal of its entry sends that finding again at the next
-// start, so a receiver may see duplicates but never misses a finding.
+// No output waits for another, and none holds the sensor back. Dispatcher.Dispatch queues a finding and returns;
+// a commit stage writes the findings waiting to each slow sink's Spool in one group commit, then queues them for
+// each fast sink (stdout, file), which a goroutine per sink writes; a goroutine per spooled sink (the webhook)
+// delivers the spool's entries in order, retrying with exponential backoff, and removes an entry only after its
+// sink took it. Delivery is at least once: a crash between a delivery and the removal of its entry sends that
+// finding again at the next start, so a receiver may see duplicates. A finding shows on stdout only once it is on
+// disk for the slow sinks.
+//
+// Every queue and spool is bounded, so memory and disk stay bounded whatever a receiver does. When one is full,
+// what goes is decided by finding.Rank: the oldest findings of the lowest rank below the newcomer's make room
+// for it, or else the newcomer is shed. A flood of noise cannot push out the escape that follows it; a flood of
+// equals keeps the oldest, which a receiver needs first to rebuild the timeline. Every finding lost is counted
+// (SinkStats.Dropped) and logged at most once per LogEvery per sink, with the count since the last line; a
+// spooled sink also gets, in its spool, a summary per rule of what it shed (a finding of rule ShedRuleID).
 //
 // # Spool design
 //
-// A spool is a directory holding one file per finding, named by a monotonic sequence number
-// (00000000000000000042.json) and containing the finding's JSON line. An entry is written to a temporary file,
-// fsynced, renamed to its final name and the directory fsynced, so an entry is either complete or absent after
-// a crash; leftover temporary files are removed when the spool is opened. The order of delivery is the order of
-// the sequence numbers, and the next number continues after the highest one found on disk, so a restart
-// delivers what the previous run left before anything new. Removing a delivered entry is a plain unlink: if a
-// crash undoes it, the entry is delivered again (a duplicate, allowed), never lost. This needs no cursor file
-// and no parsing of partial segments; its cost, an fsync of a file and of the directory per finding, is small
-// for findings, which are rare. An entry that cannot be read or decoded is renamed to *.bad, counted as dropped
-// and logged, so that it cannot block the entries behind it. A lock file (flock) keeps two processes from
-// sharing a spool.
+// A spool is a directory of segment files, each holding the JSON lines of consecutive sequence numbers and
+// named by the first (00000000000000000042.json). A commit writes its findings to one temporary file, fsyncs
+// it, renames it to its final name and fsyncs the directory: the commit is whole or absent after a crash, at
+// the cost of two fsyncs however many findings it holds (one per finding before; see BenchmarkSpoolCommit).
+// Leftover temporary files are removed when the spool is opened. The order of delivery is the order of the
+// sequence numbers, and the next number continues after the highest one on disk, so a restart delivers what
+// the previous run left before anything new. A segment file is removed once every line of it is delivered; if
+// a crash undoes that, or comes first, its lines are delivered again (duplicates, allowed), never lost. A
+// segment that lost lines to shedding is rewritten as the runs of lines it keeps, each a segment of its own,
+// so that the disk holds what the spool counts; the runs are durable before the old segment goes, and a crash
+// in between leaves the old segment, which the next start keeps (its shed lines come back) while it removes
+// the runs. An entry that cannot be read or decoded is kept as <seq>.json.bad, counted as dropped and logged,
+// so that it cannot block the entries behind it. A lock file (flock) keeps two processes from sharing a
+// spool.
 //
-// The spool is bounded by bytes (the JSON lines, not the file system's blocks) and optionally by entries.
-// When it is full the NEW finding is dropped for that sink, counted and logged (rate limited): the oldest
-// entries are the ones a receiver that comes back needs first to rebuild the timeline, and dropping at the
-// tail keeps delivery strictly in order.
+// The spool is bounded by bytes (the JSON lines, not the file system's blocks) and optionally by entries,
+// with a little room besides for the summaries of what it shed.
 package output
 
 import (

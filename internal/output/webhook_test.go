@@ -185,7 +185,7 @@ func TestWebhookRefusalDropped(t *testing.T) {
 	if n := rc.requestCount(); n != 5 {
 		t.Errorf("%d requests, want 5: a refused finding must not be retried", n)
 	}
-	contains(t, logs.String(), "finding dropped: the output refused it")
+	contains(t, logs.String(), `reason="the output refused it"`)
 	contains(t, logs.String(), "HTTP 400 Bad Request")
 }
 

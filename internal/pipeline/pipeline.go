@@ -81,7 +81,7 @@ func (p *Pipeline) Event(ev *event.Event) {
 
 func (p *Pipeline) write(f finding.Finding) {
 	p.m.Finding(f.SigMetadata.ID, f.Event.Action)
-	if err := p.out.Dispatch(context.Background(), f); err != nil {
+	if err := p.out.Dispatch(f); err != nil {
 		p.log.Error("write finding", "err", err)
 		p.mu.Lock()
 		p.writeErr = errors.Join(p.writeErr, err)
