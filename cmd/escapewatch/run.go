@@ -136,13 +136,14 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	defer func() {
+	closeOutputs := sync.OnceFunc(func() {
 		drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := out.Close(drain); err != nil {
 			log.Warn("outputs closed with findings left in the spool (delivered after the next start)", "err", err)
 		}
-	}()
+	})
+	defer closeOutputs()
 
 	// The metrics endpoint serves while the sensor loads (the programs can take seconds), so its sources read
 	// the sensor through live, which holds nothing until Open returned. Sensor.Stats stays valid after Close.
@@ -165,10 +166,11 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer stop()
 	}
 
+	// No Runtimes for the sensor: its reader must not wait for a runtime's API; the pipeline enriches.
 	s, err := sensor.Open(sensor.Config{
 		Backend: cfg.Backend, AnyFS: cfg.AnyFS, Enforce: cfg.Enforce, EnforceAllowCgroups: enforceAllowCgroups(cfg),
 		HostReleaseAgents: cfg.HostReleaseAgents,
-		Classifier:        classifier, Runtimes: runtimes, Logger: log,
+		Classifier:        classifier, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -181,23 +183,22 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	p := pipeline.New(pipeline.Options{
 		Engine: eng, Allow: suppress.Allowlist(cfg.Allow), Window: time.Duration(cfg.AggregateWindow),
-		Out: out, Metrics: m, Logger: log,
+		Out: out, Runtimes: runtimes, Metrics: m, Logger: log,
 	})
 	// The helpers stop when the sensor does, also when it stops on an error.
 	helpers, stopHelpers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { reopenOnHangup(helpers, hup, out, log) })
 	wg.Go(func() { s.ReportDrops(helpers, 10*time.Second) })
-	wg.Go(func() { p.FlushEvery(helpers, time.Second) })
 	err = s.Run(ctx, p.Event)
 	stopHelpers()
 	wg.Wait()
-	p.Flush(true)
-	logStats(log, s.Stats(), eng.Stats())
-	if err != nil {
-		return err
-	}
-	return p.Err()
+	p.Close() // what the stages hold goes to the outputs
+	closeOutputs()
+	logStats(log, s.Stats(), eng.Stats(), p.Stats(), out.Stats())
+	// Findings an output lost are counted and were logged; they are not the run's error: a receiver that was
+	// down must not make a sensor stopped by a signal report a failure.
+	return err
 }
 
 // reopenOnHangup reopens the output file on each SIGHUP until ctx ends: log rotators rename the file, then send
@@ -288,7 +289,7 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 	return output.NewDispatcher(opts)
 }
 
-func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats) {
+func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipeline.StageStats, sinks []output.SinkStats) {
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
 		"kernel_kills_failed", ss.KernelKillsFailed,
@@ -297,8 +298,17 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats) {
 	for id, rs := range es.Rules {
 		attrs = append(attrs, id+"_findings", rs.Findings, id+"_skipped_args", rs.SkippedArgs, id+"_errors", rs.Errors)
 	}
+	lost := false
+	for _, st := range stages {
+		attrs = append(attrs, "shed_before_"+st.Stage, st.Shed)
+		lost = lost || st.Shed > 0
+	}
+	for _, st := range sinks {
+		attrs = append(attrs, st.Name+"_delivered", st.Delivered, st.Name+"_dropped", st.Dropped)
+		lost = lost || st.Dropped > 0
+	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || lost {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)
