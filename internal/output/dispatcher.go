@@ -164,19 +164,16 @@ func buildRoutes(opts Options, qlen int, log *slog.Logger, every time.Duration) 
 	return routes, nil
 }
 
-// Dispatch queues f for every sink and returns at once: it never waits for an output. When the outputs are
+// Dispatch queues f for every sink and returns at once: it never waits for an output, and leaves the encoding to
+// the commit stage, so the caller's goroutine (the rules) is free for the next event. When the outputs are
 // behind and the queue is full, the finding of the lowest rank waiting is shed (see queue), counted as dropped
-// for every sink and logged. The error is for a finding that cannot be encoded, or outputs already closed.
+// for every sink and logged. The error is for outputs already closed.
 func (d *Dispatcher) Dispatch(f finding.Finding) error {
 	if d.closed.Load() {
 		return fmt.Errorf("finding %s not written: the outputs are closed", f.SigMetadata.ID)
 	}
-	line, err := jsonLine(f)
-	if err != nil {
-		return err
-	}
 	rank := finding.RankOf(&f)
-	if lost, _, shed := d.in.Push(record{f: f, line: line, rank: rank}, int(rank)); shed {
+	if lost, _, shed := d.in.Push(record{f: f, rank: rank}, int(rank)); shed {
 		for _, r := range d.routes {
 			r.lose(lost.f.SigMetadata.ID, lost.rank, "the outputs are not keeping up: shed before the spool", nil)
 		}
@@ -193,7 +190,7 @@ func (d *Dispatcher) commitStage() {
 	for {
 		var open bool
 		batch, open = d.in.Take(batch[:0], d.maxBatch)
-		if len(batch) > 0 {
+		if batch = d.encode(batch); len(batch) > 0 {
 			d.commit(batch, false)
 		}
 		if !open {
@@ -214,6 +211,24 @@ func (d *Dispatcher) commitStage() {
 		}
 		clear(batch) // the records are the sinks' now: keep no reference
 	}
+}
+
+// encode gives each record its line, and drops those that cannot be encoded (none of the rules' can fail).
+func (d *Dispatcher) encode(batch []record) []record {
+	kept := batch[:0]
+	for _, rec := range batch {
+		line, err := jsonLine(rec.f)
+		if err != nil {
+			for _, r := range d.routes {
+				r.lose(rec.f.SigMetadata.ID, rec.rank, "cannot be encoded", err)
+			}
+			continue
+		}
+		rec.line = line
+		kept = append(kept, rec)
+	}
+	clear(batch[len(kept):])
+	return kept
 }
 
 // commit writes batch, after the summaries that are due (all of them when final), to every spool in one

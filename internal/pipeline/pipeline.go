@@ -72,7 +72,7 @@ type Pipeline struct {
 	noWait   context.Context    // already done: a runtime lookup that must not wait
 	wg       sync.WaitGroup
 
-	dispatchLog rated // findings the outputs refused (encoding, closed): never expected
+	dispatchLog rated // findings the outputs refused (closed): never expected
 }
 
 // item is an event, or a control that follows the events queued before it through the stages.
@@ -254,8 +254,8 @@ func (p *Pipeline) process(ev *event.Event) {
 	}
 }
 
-// write hands f to the outputs, which count and log what they lose; Dispatch only fails for a finding that
-// cannot be encoded or outputs already closed, which the stages' order rules out.
+// write hands f to the outputs, which count and log what they lose; Dispatch only fails for outputs already
+// closed, which the order of the closes rules out.
 func (p *Pipeline) write(f finding.Finding) {
 	p.m.Finding(f.SigMetadata.ID, f.Event.Action)
 	if err := p.out.Dispatch(f); err != nil {
