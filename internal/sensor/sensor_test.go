@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -36,7 +37,7 @@ func TestDecodeRecordRejectsBadSamples(t *testing.T) {
 }
 
 // TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it: every open of the real
-// release_agent is either delivered or counted as dropped by the kernel, none vanishes.
+// release_agent for writing is either delivered or counted as dropped by the kernel, none vanishes.
 func TestPrivilegedDropsAreCounted(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	s := openTestSensor(t)
@@ -45,7 +46,7 @@ func TestPrivilegedDropsAreCounted(t *testing.T) {
 	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(kernelEwRecord{}))
 	opens := capacity + 100
 	for range opens {
-		fd, err := unix.Open(h.Agent(), unix.O_RDONLY, 0)
+		fd, err := unix.Open(h.Agent(), unix.O_WRONLY, 0) // opened for writing (reads send nothing), never written
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,4 +112,38 @@ func openTestSensor(tb testing.TB) *Sensor {
 		tb.Fatal(err)
 	}
 	return s
+}
+
+// TestPrivilegedReadsStayInKernel: opens of the real release_agent for reading never leave the kernel (a
+// container reading it in a loop must not fill the ring); the one open for writing does.
+func TestPrivilegedReadsStayInKernel(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	for _, flags := range append(slices.Repeat([]int{unix.O_RDONLY, unix.O_RDONLY | unix.O_TRUNC}, 100), unix.O_WRONLY) {
+		fd, err := unix.Open(h.Agent(), flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run detaches, then delivers what was emitted
+	var mu sync.Mutex
+	var ours []*event.Event
+	if err := s.Run(ctx, func(ev *event.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
+			ours = append(ours, ev)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(ours) != 1 {
+		t.Fatalf("200 opens for reading and 1 for writing: %d records, want 1", len(ours))
+	}
+	if flags, _ := ours[0].Arg("flags"); flags.Value.(int32)&unix.O_ACCMODE != unix.O_WRONLY {
+		t.Errorf("the record's flags %v, want O_WRONLY", flags.Value)
+	}
 }
