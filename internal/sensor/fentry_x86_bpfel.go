@@ -82,6 +82,44 @@ type fentryEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type fentryEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    fentryEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -95,6 +133,7 @@ const (
 	fentryMapEwPathScratch                 = "ew_path_scratch"
 	fentryMapEwPendingOptions              = "ew_pending_options"
 	fentryMapEwRecordScratch               = "ew_record_scratch"
+	fentryMapEwWireScratch                 = "ew_wire_scratch"
 	fentryProgEwCgroupDestroyRoot          = "ew_cgroup_destroy_root"
 	fentryProgEwCgroupRemount              = "ew_cgroup_remount"
 	fentryProgEwCgroupSetupRoot            = "ew_cgroup_setup_root"
@@ -187,6 +226,7 @@ type fentryMapSpecs struct {
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // fentryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -229,6 +269,7 @@ type fentryMaps struct {
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *fentryMaps) Close() error {
@@ -242,6 +283,7 @@ func (m *fentryMaps) Close() error {
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

@@ -59,7 +59,7 @@ const (
 	kernelEwKindEW_KIND_MOUNT_OPTION kernelEwKind = 6
 )
 
-type kernelEwRecord struct {
+type kernelEwRecordHead struct {
 	_         structs.HostLayout
 	Kind      uint32
 	Source    uint32
@@ -103,11 +103,6 @@ type kernelEwRecord struct {
 		HierarchyId uint32
 		Comm        [16]int8
 	}
-	CgroupPath [512]int8
-	Path       [4096]int8
-	ArgPath    [4096]int8
-	ArgPath2   [4096]int8
-	BasePath   [4096]int8
 }
 
 type kernelEwSetHow uint32

@@ -88,6 +88,44 @@ type kprobeEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type kprobeEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    kprobeEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -103,6 +141,7 @@ const (
 	kprobeMapEwPathScratch           = "ew_path_scratch"
 	kprobeMapEwPendingOptions        = "ew_pending_options"
 	kprobeMapEwRecordScratch         = "ew_record_scratch"
+	kprobeMapEwWireScratch           = "ew_wire_scratch"
 	kprobeProgEwCgroupDestroyRoot    = "ew_cgroup_destroy_root"
 	kprobeProgEwCgroupRemount        = "ew_cgroup_remount"
 	kprobeProgEwCgroupSetupRoot      = "ew_cgroup_setup_root"
@@ -193,6 +232,7 @@ type kprobeMapSpecs struct {
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch     *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // kprobeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -237,6 +277,7 @@ type kprobeMaps struct {
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch     *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *kprobeMaps) Close() error {
@@ -252,6 +293,7 @@ func (m *kprobeMaps) Close() error {
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

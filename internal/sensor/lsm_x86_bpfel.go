@@ -82,6 +82,44 @@ type lsmEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type lsmEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    lsmEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -95,6 +133,7 @@ const (
 	lsmMapEwPathScratch             = "ew_path_scratch"
 	lsmMapEwPendingOptions          = "ew_pending_options"
 	lsmMapEwRecordScratch           = "ew_record_scratch"
+	lsmMapEwWireScratch             = "ew_wire_scratch"
 	lsmProgEwCgroupDestroyRoot      = "ew_cgroup_destroy_root"
 	lsmProgEwCgroupRemount          = "ew_cgroup_remount"
 	lsmProgEwCgroupSetupRoot        = "ew_cgroup_setup_root"
@@ -183,6 +222,7 @@ type lsmMapSpecs struct {
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // lsmVariableSpecs contains global variables before they are loaded into the kernel.
@@ -225,6 +265,7 @@ type lsmMaps struct {
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *lsmMaps) Close() error {
@@ -238,6 +279,7 @@ func (m *lsmMaps) Close() error {
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

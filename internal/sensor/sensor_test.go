@@ -5,9 +5,9 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -16,21 +16,40 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-func TestDecodeRecordRejectsBadSamples(t *testing.T) {
-	size := int(unsafe.Sizeof(kernelEwRecord{}))
+func TestDecodeRecord(t *testing.T) {
+	head := make([]byte, recordHeadSize)
+	head[0] = byte(kernelEwKindEW_KIND_AGENT_WRITE)
+	strs := func(s ...string) []byte { return []byte(strings.Join(s, "\x00") + "\x00") }
 	tests := []struct {
-		name string
-		raw  []byte
+		name    string
+		raw     []byte
+		wantErr string
+		want    [recordStrings]string
 	}{
-		{"empty", []byte{}},
-		{"short", make([]byte, size-1)},
-		{"kind 0", make([]byte, size)},
-		{"unknown kind", append([]byte{9, 0, 0, 0}, make([]byte, size-4)...)},
+		{name: "empty", raw: []byte{}, wantErr: "short record"},
+		{name: "head only", raw: head, wantErr: "short record"},
+		{name: "kind 0", raw: append(make([]byte, recordHeadSize), strs("", "", "", "", "")...), wantErr: "unknown record kind 0"},
+		{name: "unknown kind", raw: append(append([]byte{9, 0, 0, 0}, make([]byte, recordHeadSize-4)...), strs("", "", "", "", "")...),
+			wantErr: "unknown record kind 9"},
+		{name: "four strings", raw: append(slices.Clone(head), strs("/c", "/p", "v", "")...), wantErr: "string 5 of 5 has no end"},
+		{name: "unterminated", raw: append(slices.Clone(head), []byte("/c\x00/p\x00v\x00\x00base")...), wantErr: "string 5 of 5 has no end"},
+		{name: "whole", raw: append(slices.Clone(head), strs("/docker/abc", "/sys/fs/cgroup/x/release_agent", "/payload", "", "x")...),
+			want: [recordStrings]string{"/docker/abc", "/sys/fs/cgroup/x/release_agent", "/payload", "", "x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := decodeRecord(tt.raw); err == nil {
-				t.Fatal("want an error")
+			r, err := decodeRecord(tt.raw)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := [recordStrings]string{r.CgroupPath, r.Path, r.ArgPath, r.ArgPath2, r.BasePath}; got != tt.want {
+				t.Errorf("strings %q, want %q", got, tt.want)
 			}
 		})
 	}
@@ -43,18 +62,21 @@ func TestPrivilegedDropsAreCounted(t *testing.T) {
 	s := openTestSensor(t)
 	defer s.Close()
 
-	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(kernelEwRecord{}))
-	opens := capacity + 100
-	for range opens {
-		fd, err := unix.Open(h.Agent(), unix.O_WRONLY, 0) // opened for writing (reads send nothing), never written
-		if err != nil {
-			t.Fatal(err)
+	// Records are as long as their strings: open until the ring is full, then a little more.
+	opens, limit := 0, s.reader.BufferSize()/recordHeadSize
+	for ; opens < limit && s.Stats().KernelDropped == 0; opens += 100 {
+		for range 100 {
+			fd, err := unix.Open(h.Agent(), unix.O_WRONLY, 0) // opened for writing (reads send nothing), never written
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
 		}
-		unix.Close(fd)
 	}
 	if st := s.Stats(); st.KernelDropped == 0 {
-		t.Fatalf("after %d opens into a buffer for about %d records: no drops counted (emitted %d)", opens, capacity, st.KernelEmitted)
+		t.Fatalf("after %d opens into a buffer of %d bytes: no drops counted (emitted %d)", opens, s.reader.BufferSize(), st.KernelEmitted)
 	}
+	t.Logf("the %d-byte ring was full after about %d records", s.reader.BufferSize(), opens)
 
 	// Run detaches, then delivers every record that was emitted. Other tests may open release_agents at the
 	// same time (the kernel counters are global), so ours are told apart by path.

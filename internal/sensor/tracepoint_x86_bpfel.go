@@ -82,6 +82,44 @@ type tracepointEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type tracepointEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    tracepointEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -94,6 +132,7 @@ const (
 	tracepointMapEwHostAgents         = "ew_host_agents"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
+	tracepointMapEwWireScratch        = "ew_wire_scratch"
 	tracepointProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
 	tracepointProgEwCgroupRemount     = "ew_cgroup_remount"
 	tracepointProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
@@ -169,6 +208,7 @@ type tracepointMapSpecs struct {
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // tracepointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -210,6 +250,7 @@ type tracepointMaps struct {
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *tracepointMaps) Close() error {
@@ -222,6 +263,7 @@ func (m *tracepointMaps) Close() error {
 		m.EwHostAgents,
 		m.EwPathScratch,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 
