@@ -57,6 +57,7 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
 	if (ret >= 0)
 		ew_setter_record(root, r->arg_path, EW_SET_WRITE, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT), 0);
+	r->setter.hierarchy_id = key; /* which hierarchy, should the record be lost */
 	ew_emit(r);
 }
 

@@ -91,13 +91,15 @@ enum ew_counter {
 	EW_COUNTER_EMITTED = 0,
 	EW_COUNTER_DROPPED = 1,	    /* ring buffer full: the record was lost */
 	EW_COUNTER_KILL_FAILED = 2, /* --enforce: the kernel refused to send SIGKILL (the record says alert) */
-	EW_COUNTER_MAX = 3,
+	EW_COUNTER_LOST_RATE = 3,   /* over its origin's budget: not sent (counted per origin too, emit.h) */
+	EW_COUNTER_MAX = 4,
 };
 
 struct ew_task {
 	__u64 boot_ns;	      /* bpf_ktime_get_boot_ns() at the event */
 	__u64 start_boot_ns;  /* thread start, boot clock */
 	__u64 cgroup_id;      /* cgroup v2 id of the task */
+	__u64 origin_id;      /* kernfs id of the cgroup cgroup_path names: the unit of fairness (bpf/fairness.h) */
 	__u32 host_pid;	      /* tgid in the initial pid namespace */
 	__u32 host_tid;
 	__u32 host_ppid;

@@ -8,6 +8,7 @@
 #include "cgroup.h"
 #include "task.h"
 #include "enforce.h"
+#include "emit.h"
 
 #define EW_FMODE_WRITE 0x2
 
@@ -41,7 +42,9 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->action = EW_ACTION_ALERT;
 	__builtin_memset(&r->setter, 0, sizeof(r->setter));
 	ew_fill_task(&r->task, task);
-	if (!ew_cgroup_path(task, r->cgroup_path))
+	struct cgroup *cgrp = ew_task_cgroup(task);
+	r->task.origin_id = BPF_CORE_READ(cgrp, kn, id);
+	if (!ew_cgroup_path_of(cgrp, r->cgroup_path))
 		r->facts |= EW_FACT_CGROUP_CUT;
 }
 

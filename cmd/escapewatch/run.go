@@ -151,6 +151,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelEmitted:     func() uint64 { return sensorStat(live.Load()).KernelEmitted },
 		KernelDropped:     func() uint64 { return sensorStat(live.Load()).KernelDropped },
 		KernelKillsFailed: func() uint64 { return sensorStat(live.Load()).KernelKillsFailed },
+		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		EnrichHits:        func() uint64 { return runtimes.Stats().Hits },
@@ -291,14 +292,14 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats) {
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
-		"kernel_kills_failed", ss.KernelKillsFailed,
+		"kernel_over_budget", ss.KernelOverBudget, "kernel_kills_failed", ss.KernelKillsFailed,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {
 		attrs = append(attrs, id+"_findings", rs.Findings, id+"_skipped_args", rs.SkippedArgs, id+"_errors", rs.Errors)
 	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)

@@ -38,6 +38,16 @@ type fentryEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type fentryEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type fentryEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -55,6 +65,7 @@ type fentryEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -96,6 +107,7 @@ type fentryEwWire struct {
 			BootNs      uint64
 			StartBootNs uint64
 			CgroupId    uint64
+			OriginId    uint64
 			HostPid     uint32
 			HostTid     uint32
 			HostPpid    uint32
@@ -130,6 +142,7 @@ const (
 	fentryMapEwEnforceAllowed              = "ew_enforce_allowed"
 	fentryMapEwEvents                      = "ew_events"
 	fentryMapEwHostAgents                  = "ew_host_agents"
+	fentryMapEwOrigins                     = "ew_origins"
 	fentryMapEwPathScratch                 = "ew_path_scratch"
 	fentryMapEwPendingOptions              = "ew_pending_options"
 	fentryMapEwRecordScratch               = "ew_record_scratch"
@@ -223,6 +236,7 @@ type fentryMapSpecs struct {
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -266,6 +280,7 @@ type fentryMaps struct {
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -280,6 +295,7 @@ func (m *fentryMaps) Close() error {
 		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwHostAgents,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,

@@ -27,7 +27,8 @@ const (
 	kernelEwCounterEW_COUNTER_EMITTED     kernelEwCounter = 0
 	kernelEwCounterEW_COUNTER_DROPPED     kernelEwCounter = 1
 	kernelEwCounterEW_COUNTER_KILL_FAILED kernelEwCounter = 2
-	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 3
+	kernelEwCounterEW_COUNTER_LOST_RATE   kernelEwCounter = 3
+	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 4
 )
 
 type kernelEwFact uint32
@@ -71,6 +72,7 @@ type kernelEwRecordHead struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32

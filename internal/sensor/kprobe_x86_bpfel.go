@@ -44,6 +44,16 @@ type kprobeEwNotifyArgs struct {
 	Val uint64
 }
 
+type kprobeEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type kprobeEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -61,6 +71,7 @@ type kprobeEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -102,6 +113,7 @@ type kprobeEwWire struct {
 			BootNs      uint64
 			StartBootNs uint64
 			CgroupId    uint64
+			OriginId    uint64
 			HostPid     uint32
 			HostTid     uint32
 			HostPpid    uint32
@@ -138,6 +150,7 @@ const (
 	kprobeMapEwEvents                = "ew_events"
 	kprobeMapEwHostAgents            = "ew_host_agents"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
+	kprobeMapEwOrigins               = "ew_origins"
 	kprobeMapEwPathScratch           = "ew_path_scratch"
 	kprobeMapEwPendingOptions        = "ew_pending_options"
 	kprobeMapEwRecordScratch         = "ew_record_scratch"
@@ -229,6 +242,7 @@ type kprobeMapSpecs struct {
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents      *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
+	EwOrigins         *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -274,6 +288,7 @@ type kprobeMaps struct {
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents      *ebpf.Map `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
+	EwOrigins         *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -290,6 +305,7 @@ func (m *kprobeMaps) Close() error {
 		m.EwEvents,
 		m.EwHostAgents,
 		m.EwNotifyWriteArgs,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,

@@ -38,6 +38,16 @@ type lsmEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type lsmEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type lsmEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -55,6 +65,7 @@ type lsmEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -96,6 +107,7 @@ type lsmEwWire struct {
 			BootNs      uint64
 			StartBootNs uint64
 			CgroupId    uint64
+			OriginId    uint64
 			HostPid     uint32
 			HostTid     uint32
 			HostPpid    uint32
@@ -130,6 +142,7 @@ const (
 	lsmMapEwEnforceAllowed          = "ew_enforce_allowed"
 	lsmMapEwEvents                  = "ew_events"
 	lsmMapEwHostAgents              = "ew_host_agents"
+	lsmMapEwOrigins                 = "ew_origins"
 	lsmMapEwPathScratch             = "ew_path_scratch"
 	lsmMapEwPendingOptions          = "ew_pending_options"
 	lsmMapEwRecordScratch           = "ew_record_scratch"
@@ -219,6 +232,7 @@ type lsmMapSpecs struct {
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -262,6 +276,7 @@ type lsmMaps struct {
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -276,6 +291,7 @@ func (m *lsmMaps) Close() error {
 		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwHostAgents,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,

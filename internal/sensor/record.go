@@ -51,6 +51,7 @@ type Setter struct {
 type Task struct {
 	BootNs, StartBootNs uint64
 	CgroupID            uint64
+	OriginID            uint64 // the kernfs id of the cgroup CgroupPath names: the kernel's unit of fairness
 	HostPID, HostTID    uint32
 	HostPPID            uint32
 	PID, TID, PPID      uint32
@@ -100,7 +101,7 @@ func decodeRecord(raw []byte) (Record, error) {
 		SyscallNr: c.SyscallNr,
 		Facts:     kernelEwFact(c.Facts),
 		Task: Task{
-			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId,
+			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId, OriginID: t.OriginId,
 			HostPID: t.HostPid, HostTID: t.HostTid, HostPPID: t.HostPpid,
 			PID: t.Pid, TID: t.Tid, PPID: t.Ppid, UID: t.Uid,
 			MntNS: t.MntNs, PidNS: t.PidNs, CPU: t.Cpu,

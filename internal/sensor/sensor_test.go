@@ -2,9 +2,12 @@ package sensor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,50 +58,106 @@ func TestDecodeRecord(t *testing.T) {
 	}
 }
 
-// TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it: every open of the real
-// release_agent for writing is either delivered or counted as dropped by the kernel, none vanishes.
+// floodScript is a shell script that joins the cgroups dirs, prints its pid, and opens path for writing n times
+// (never writing).
+func floodScript(dirs []string, path string, n int) string {
+	return testutil.JoinCgroups(dirs) + fmt.Sprintf(`echo $$; i=0; while [ $i -lt %d ]; do exec 3>>%s; i=$((i+1)); done`, n, path)
+}
+
+// runFlood runs floodScript in a new cgroup named name and returns the shell's pid.
+func runFlood(t *testing.T, name, path string, n int) int {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", floodScript(testutil.CgroupDirs(t, name), path, n)).Output()
+	if err != nil {
+		t.Fatalf("flood from %s: %v", name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("flood from %s printed %q", name, out)
+	}
+	return pid
+}
+
+// drain detaches the sensor and returns every event it delivers, the losses it reports included.
+func drain(t *testing.T, s *Sensor) []event.Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run detaches, then delivers what was emitted and reports what was lost
+	var mu sync.Mutex
+	var evs []event.Event
+	if err := s.Run(ctx, func(ev *event.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		evs = append(evs, *ev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestPrivilegedLossesPerOrigin: a storm from one cgroup is limited to that cgroup's budget in the kernel, and
+// every record it loses is counted against it and reported (records_lost), while another cgroup's one record
+// gets through.
+func TestPrivilegedLossesPerOrigin(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	const storm = 3000
+	stormName, quietName := "ewstorm"+strconv.Itoa(os.Getpid()), "ewquiet"+strconv.Itoa(os.Getpid())
+	stormPID := runFlood(t, stormName, h.Agent(), storm)
+	quietPID := runFlood(t, quietName, h.Agent(), 1)
+
+	delivered := map[int]int{}
+	var lost uint64
+	for _, ev := range drain(t, s) {
+		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
+			delivered[ev.HostProcessID]++
+		}
+		if c, _ := ev.Arg("cgroup"); ev.EventName == event.RecordsLost && strings.HasSuffix(c.Value.(string), "/"+stormName) {
+			n, _ := ev.Arg("lost")
+			lost += n.Value.(uint64)
+			if ev.HostProcessID != stormPID {
+				t.Errorf("records_lost attributed to pid %d, want the storm's %d", ev.HostProcessID, stormPID)
+			}
+		}
+	}
+	if delivered[quietPID] != 1 {
+		t.Errorf("the quiet cgroup's one open: %d records, want 1", delivered[quietPID])
+	}
+	if lost == 0 || uint64(delivered[stormPID])+lost != storm {
+		t.Errorf("the storm's %d opens: %d delivered + %d reported lost, want every one accounted for and some lost",
+			storm, delivered[stormPID], lost)
+	}
+	t.Logf("storm: %d delivered, %d lost", delivered[stormPID], lost)
+}
+
+// TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it, from many cgroups (each within its
+// budget at first): every open of the real release_agent for writing is either delivered or counted as lost
+// (ring full, or over budget), none vanishes.
 func TestPrivilegedDropsAreCounted(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	s := openTestSensor(t)
 	defer s.Close()
-
-	// Records are as long as their strings: open until the ring is full, then a little more.
-	opens, limit := 0, s.reader.BufferSize()/recordHeadSize
-	for ; opens < limit && s.Stats().KernelDropped == 0; opens += 100 {
-		for range 100 {
-			fd, err := unix.Open(h.Agent(), unix.O_WRONLY, 0) // opened for writing (reads send nothing), never written
-			if err != nil {
-				t.Fatal(err)
-			}
-			unix.Close(fd)
-		}
+	const origins, each = 50, 600
+	for i := range origins {
+		runFlood(t, fmt.Sprintf("ewring%d_%d", os.Getpid(), i), h.Agent(), each)
 	}
 	if st := s.Stats(); st.KernelDropped == 0 {
-		t.Fatalf("after %d opens into a buffer of %d bytes: no drops counted (emitted %d)", opens, s.reader.BufferSize(), st.KernelEmitted)
+		t.Fatalf("after %d opens into a buffer of %d bytes: no drops counted (emitted %d)", origins*each, s.reader.BufferSize(), st.KernelEmitted)
 	}
-	t.Logf("the %d-byte ring was full after about %d records", s.reader.BufferSize(), opens)
-
-	// Run detaches, then delivers every record that was emitted. Other tests may open release_agents at the
-	// same time (the kernel counters are global), so ours are told apart by path.
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	var mu sync.Mutex
 	ours := 0
-	if err := s.Run(ctx, func(ev *event.Event) {
-		mu.Lock()
-		defer mu.Unlock()
+	for _, ev := range drain(t, s) {
 		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
 			ours++
 		}
-	}); err != nil {
-		t.Fatal(err)
 	}
+	// Other tests may open release_agents at the same time (the kernel counters are global).
 	st := s.Stats()
 	if st.Records != st.KernelEmitted {
 		t.Errorf("delivered %d records, the kernel emitted %d", st.Records, st.KernelEmitted)
 	}
-	if uint64(ours)+st.KernelDropped < uint64(opens) {
-		t.Errorf("%d opens: %d delivered + %d dropped: some vanished", opens, ours, st.KernelDropped)
+	if uint64(ours)+st.KernelDropped+st.KernelOverBudget < origins*each {
+		t.Errorf("%d opens: %d delivered + %d dropped + %d over budget: some vanished", origins*each, ours, st.KernelDropped, st.KernelOverBudget)
 	}
 }
 

@@ -38,6 +38,16 @@ type tracepointEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type tracepointEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type tracepointEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -55,6 +65,7 @@ type tracepointEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -96,6 +107,7 @@ type tracepointEwWire struct {
 			BootNs      uint64
 			StartBootNs uint64
 			CgroupId    uint64
+			OriginId    uint64
 			HostPid     uint32
 			HostTid     uint32
 			HostPpid    uint32
@@ -130,6 +142,7 @@ const (
 	tracepointMapEwEnforceAllowed     = "ew_enforce_allowed"
 	tracepointMapEwEvents             = "ew_events"
 	tracepointMapEwHostAgents         = "ew_host_agents"
+	tracepointMapEwOrigins            = "ew_origins"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
 	tracepointMapEwWireScratch        = "ew_wire_scratch"
@@ -206,6 +219,7 @@ type tracepointMapSpecs struct {
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
 	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
@@ -248,6 +262,7 @@ type tracepointMaps struct {
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
 	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
@@ -261,6 +276,7 @@ func (m *tracepointMaps) Close() error {
 		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwHostAgents,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwRecordScratch,
 		m.EwWireScratch,
