@@ -11,7 +11,7 @@
  * hierarchies that existed before the sensor started, from their mount options. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, 64); /* 4 KiB each; beyond, the least recent hierarchy's old value is not reported */
 	__type(key, __u32);
 	__type(value, struct ew_agent_value);
 } ew_agent_values SEC(".maps");

@@ -11,7 +11,7 @@
  * with a full budget, so its first records always get through. What is lost never hides a planting: the
  * hierarchy's state (state.h) is kept before a record is sent, and user space reports each origin's losses with
  * that state (EW-1005). */
-#define EW_ORIGINS_MAX 4096
+#define EW_ORIGINS_MAX 1024
 #define EW_ORIGIN_RATE 100
 #define EW_ORIGIN_BURST 500
 #define EW_ORIGIN_INTERVAL_NS (1000000000ULL / EW_ORIGIN_RATE)

@@ -130,7 +130,7 @@ static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css
  * param) to its exit (where the verdict is). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an exit that never fires (a missed kretprobe) cannot fill it */
-	__uint(max_entries, 1024);
+	__uint(max_entries, 16);	     /* 4 KiB each: threads parsing a release_agent option at once */
 	__type(key, __u32);
 	__type(value, struct ew_agent_value);
 } ew_pending_options SEC(".maps");

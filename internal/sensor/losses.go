@@ -24,7 +24,7 @@ import (
 const lossInterval = time.Second
 
 // maxOrigins bounds the memory of origins: the kernel's map holds as many (EW_ORIGINS_MAX).
-const maxOrigins = 4096
+const maxOrigins = 1024
 
 // originSeen is what user space last learnt about an origin from one of its records: a new cgroup's first
 // records always get through, so an origin that loses records has usually been seen.
