@@ -77,12 +77,15 @@ struct {
 	__type(value, struct ew_wire);
 } ew_wire_scratch SEC(".maps");
 
+/* ew_clamp caps var at max in a way every verifier tracks: a compiled "if (var > max) var = max" may test one
+ * register and use another, and older verifiers then lose the bound. */
+#define ew_clamp(var, max) asm volatile("if %0 <= %[m] goto +1\n%0 = %[m]\n" : "+r"(var) : [m] "i"(max))
+
 /* ew_wire_string appends the NUL-terminated string s (at most max bytes with its NUL) to w's strings at off,
  * and returns the offset after it. */
-static __always_inline __u32 ew_wire_string(struct ew_wire *w, __u32 off, const char *s, __u32 max)
+static __always_inline __u64 ew_wire_string(struct ew_wire *w, __u64 off, const char *s, __u32 max)
 {
-	if (off > EW_WIRE_STRINGS) /* never: the strings' sizes add up to EW_WIRE_STRINGS; for the verifier */
-		off = EW_WIRE_STRINGS;
+	ew_clamp(off, EW_WIRE_STRINGS); /* never clamps: the strings' sizes add up to EW_WIRE_STRINGS */
 	long n = bpf_probe_read_kernel_str(&w->strings[off], max, s);
 	if (n <= 0) {
 		w->strings[off] = 0;
@@ -103,13 +106,12 @@ static __always_inline void ew_emit(struct ew_record *r)
 	if (!w)
 		return;
 	bpf_probe_read_kernel(&w->head, sizeof(w->head), r);
-	__u32 off = ew_wire_string(w, 0, r->cgroup_path, EW_CGROUP_PATH_MAX);
+	__u64 off = ew_wire_string(w, 0, r->cgroup_path, EW_CGROUP_PATH_MAX);
 	off = ew_wire_string(w, off, r->path, EW_PATH_MAX);
 	off = ew_wire_string(w, off, r->arg_path, EW_PATH_MAX);
 	off = ew_wire_string(w, off, r->arg_path2, EW_PATH_MAX);
 	off = ew_wire_string(w, off, r->base_path, EW_PATH_MAX);
-	if (off > EW_WIRE_STRINGS)
-		off = EW_WIRE_STRINGS;
+	ew_clamp(off, EW_WIRE_STRINGS);
 	if (bpf_ringbuf_output(&ew_events, w, sizeof(w->head) + off, 0)) {
 		ew_count(EW_COUNTER_DROPPED);
 		if (origin) {
