@@ -231,11 +231,13 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, a := range c.Allow {
-		if a == (suppress.Allow{}) {
-			return keyErr(fmt.Sprintf("allow[%d]", i), "empty entry would allow every finding; set at least one field")
-		}
-		if a.Origin != "" && !oneOf(a.Origin, origins[:4]) {
-			return keyErr(fmt.Sprintf("allow[%d].origin", i), "unknown origin %q", a.Origin)
+		if err := a.Check(); err != nil {
+			key := fmt.Sprintf("allow[%d]", i)
+			var e *suppress.EntryError
+			if errors.As(err, &e) && e.Field != "" {
+				return keyErr(key+"."+e.Field, "%s", e.Problem)
+			}
+			return keyErr(key, "%v", err)
 		}
 	}
 	return nil

@@ -51,6 +51,23 @@ aggregateWindow: 30s
 		{name: "bad duration", yaml: "aggregateWindow: soon\n", wantErr: `want a duration such as 30s or 5m, got "soon"`},
 		{name: "empty allow entry", yaml: "allow: [{}]\n", wantErr: "key allow[0]: empty entry would allow every finding"},
 		{name: "bad allow origin", yaml: "allow: [{origin: moon}]\n", wantErr: `key allow[0].origin: unknown origin "moon"`},
+		{name: "allow entry a container satisfies alone", yaml: "allow:\n  - {processName: cgagent, pathname: /sys/fs/cgroup/systemd/release_agent}\n",
+			wantErr: "key allow[0]: {processName: cgagent, pathname: /sys/fs/cgroup/systemd/release_agent} can be matched by any container"},
+		{name: "allow process name the kernel cuts", yaml: "allow: [{origin: host, processName: systemd-cgroups-agent-installer}]\n",
+			wantErr: `key allow[0].processName: "systemd-cgroups-agent-installer" is 31 bytes`},
+		{name: "allow path in a container", yaml: "allow: [{containerId: abc, pathname: /sys/fs/cgroup/systemd/release_agent}]\n",
+			wantErr: "key allow[0].pathname:"},
+		{name: "allow EW-1004", yaml: "allow: [{origin: host, rule: EW-1004}]\n", wantErr: "key allow[0].rule: EW-1004 cannot be allowed"},
+		{name: "allow by identity and hierarchy", yaml: `
+allow:
+  - {containerId: abc, hierarchy: systemd, processName: systemd}
+  - {image: "registry.example/lxc:1", rule: EW-1003}
+  - {origin: host, executable: /usr/sbin/cgmgr, pathname: /sys/fs/cgroup/cgmgr/release_agent}
+`, check: func(t *testing.T, c Config) {
+			if len(c.Allow) != 3 || c.Allow[0].Hierarchy != "systemd" || c.Allow[1].Image != "registry.example/lxc:1" {
+				t.Errorf("parsed: %+v", c.Allow)
+			}
+		}},
 		{name: "allow unknown key", yaml: "allow: [{proces: systemd}]\n", wantErr: `line 1: unknown key "proces" (in an allow entry`},
 		{name: "too many enforce allow", yaml: "enforceAllow: [" + strings.Repeat("{cgroup: /a},", 16) + "{cgroup: /b}]\n",
 			wantErr: "key enforceAllow: 17 entries, at most 16"},
