@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"escapewatch/internal/redact"
 	"escapewatch/internal/sensoropt"
 	"escapewatch/internal/suppress"
 )
@@ -58,6 +59,9 @@ type Webhook struct {
 	Header    string   `yaml:"header"`    // e.g. Authorization
 	TokenFile string   `yaml:"tokenFile"` // the header's value, read from a file so it stays out of the config
 	Timeout   Duration `yaml:"timeout"`
+	// AllowPlainHTTPToken lets the token (header, or credentials in the URL) go over http://, where anyone on
+	// the path reads it; without it such a webhook is refused.
+	AllowPlainHTTPToken bool `yaml:"allowPlainHTTPToken"`
 }
 
 // Metrics configures the Prometheus and health endpoint.
@@ -202,12 +206,18 @@ func (c Config) Validate() error {
 		return keyErr("outputs.spoolMaxBytes", "must not be negative")
 	}
 	if w := c.Outputs.Webhook; w != nil {
+		// Only the redacted URL is quoted: its path or query may hold a token.
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return keyErr("outputs.webhook.url", "%q is not an http(s) URL", w.URL)
+			return keyErr("outputs.webhook.url", "%s is not an http(s) URL (write it as https://host[:port]/path)", redact.URL(w.URL))
 		}
 		if (w.Header == "") != (w.TokenFile == "") {
 			return keyErr("outputs.webhook.tokenFile", "header and tokenFile go together")
+		}
+		if u.Scheme == "http" && (w.Header != "" || u.User != nil) && !w.AllowPlainHTTPToken {
+			return keyErr("outputs.webhook.url", "%s: http:// would send the token in clear text to anyone on the path: "+
+				"use https://, or set outputs.webhook.allowPlainHTTPToken: true for a receiver on a network you trust "+
+				"(a sidecar on loopback, say)", redact.URL(w.URL))
 		}
 		if w.Timeout < 0 {
 			return keyErr("outputs.webhook.timeout", "must not be negative")

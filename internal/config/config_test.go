@@ -46,7 +46,18 @@ aggregateWindow: 30s
 		{name: "bad scope entry", yaml: "scope: [container, pods]\n", wantErr: `key scope[1] (--scope): unknown origin "pods"`},
 		{name: "empty scope", yaml: "scope: []\n", wantErr: "key scope (--scope): empty"},
 		{name: "bad format", yaml: "outputs: {format: xml}\n", wantErr: `key outputs.format (--output): "xml" is not json or table`},
-		{name: "bad webhook url", yaml: "outputs: {webhook: {url: 'ftp://x'}}\n", wantErr: `key outputs.webhook.url (--webhook-url): "ftp://x" is not an http(s) URL`},
+		{name: "bad webhook url", yaml: "outputs: {webhook: {url: 'ftp://x'}}\n", wantErr: `key outputs.webhook.url (--webhook-url): ftp://x is not an http(s) URL`},
+		{name: "webhook url with a secret", yaml: "outputs: {webhook: {url: 'https://siem example/s3cr3t'}}\n",
+			wantErr: `key outputs.webhook.url (--webhook-url): (URL [redacted]) is not an http(s) URL`},
+		{name: "token over http", yaml: "outputs: {webhook: {url: 'http://siem.example/hook', header: Authorization, tokenFile: /t}}\n",
+			wantErr: "key outputs.webhook.url (--webhook-url): http://siem.example/[redacted]: http:// would send the token in clear text"},
+		{name: "credentials over http", yaml: "outputs: {webhook: {url: 'http://u:p@siem.example'}}\n", wantErr: "allowPlainHTTPToken: true"},
+		{name: "token over http allowed", yaml: "outputs: {webhook: {url: 'http://127.0.0.1:8080/hook', header: Authorization, tokenFile: /t, allowPlainHTTPToken: true}}\n",
+			check: func(t *testing.T, c Config) {
+				if !c.Outputs.Webhook.AllowPlainHTTPToken {
+					t.Errorf("parsed: %+v", c.Outputs.Webhook)
+				}
+			}},
 		{name: "header without token", yaml: "outputs: {webhook: {url: 'https://x', header: Authorization}}\n", wantErr: "key outputs.webhook.tokenFile: header and tokenFile go together"},
 		{name: "bad duration", yaml: "aggregateWindow: soon\n", wantErr: `want a duration such as 30s or 5m, got "soon"`},
 		{name: "empty allow entry", yaml: "allow: [{}]\n", wantErr: "key allow[0]: empty entry would allow every finding"},
