@@ -98,6 +98,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// MarshalYAML writes the duration as UnmarshalYAML reads it ("1m0s"), so a configuration written back reads the
+// same.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
 // Default returns the configuration of an empty file.
 func Default() Config {
 	return Config{
