@@ -39,10 +39,18 @@ type Allow struct {
 // notify_on_release written.
 var hierarchyRules = map[string]bool{"EW-1001": true, "EW-1003": true}
 
-// releaseAgentExecuted is EW-1004, which no entry matches: its event is the kernel's own helper, always a host
-// process, whose name and path are the agent's, which the planter chose; and the kernel side reports it only
-// when the host did not set that agent.
-const releaseAgentExecuted = "EW-1004"
+// neverAllowed are the rules no entry matches, with why and what to do instead. EW-1004's event is the
+// kernel's own helper, always a host process, whose name and path are the agent's, which the planter chose;
+// and the kernel side reports it only when the host did not set that agent. EW-1005 is the sensor's own
+// integrity: the records an origin lost may have hidden anything, and which hierarchy the last one was about
+// is for that origin to arrange.
+var neverAllowed = map[string]string{
+	"EW-1004": "EW-1004 cannot be allowed: the kernel reports it only for an agent the host did not set, and its " +
+		"process is the agent itself, named by whoever planted it. To trust a writer, list its cgroup in " +
+		"enforceAllow; to trust a value already set when the sensor starts, list it in hostReleaseAgents",
+	"EW-1005": "EW-1005 cannot be allowed: lost records may have hidden anything their origin did. A workload " +
+		"that legitimately writes release_agent that often is the one to fix",
+}
 
 // MaxProcessName is the longest process name the kernel keeps (TASK_COMM_LEN less its NUL): a longer name
 // is cut to this many bytes, so an entry with a longer one can never match.
@@ -79,18 +87,16 @@ func (a Allow) Check() error {
 		return entryErr("origin", "unknown origin %q (want %s)", a.Origin, strings.Join(origins, ", "))
 	}
 	if a.Rule != "" {
-		if a.Rule == releaseAgentExecuted {
-			return entryErr("rule", "EW-1004 cannot be allowed: the kernel reports it only for an agent the host did not set, "+
-				"and its process is the agent itself, named by whoever planted it. To trust a writer, list its cgroup in "+
-				"enforceAllow; to trust a value already set when the sensor starts, list it in hostReleaseAgents")
+		if why, ok := neverAllowed[a.Rule]; ok {
+			return entryErr("rule", "%s", why)
 		}
 		if !slices.Contains(ruleIDs, a.Rule) {
 			return entryErr("rule", "unknown rule %q (want one of %s)", a.Rule, strings.Join(ruleIDs, ", "))
 		}
 	}
-	if a.Origin == event.OriginHost && (a.ContainerID != "" || a.Image != "") {
-		return entryErr("origin", "host processes have no container: an entry with origin host and a containerId or image "+
-			"can never match; keep one or the other")
+	if (a.Origin == event.OriginHost || a.Origin == event.OriginNamespaced) && (a.ContainerID != "" || a.Image != "") {
+		return entryErr("origin", "%s processes have no container: an entry with origin %s and a containerId or image "+
+			"can never match; keep one or the other", a.Origin, a.Origin)
 	}
 	if a.Origin != event.OriginHost && a.ContainerID == "" && a.Image == "" {
 		return entryErr("", "%s can be matched by any container, which chooses its process names, executables and paths and "+
@@ -180,10 +186,10 @@ func (a Allow) String() string {
 // Allowlist matches findings that are expected. Its entries are expected to have passed Check.
 type Allowlist []Allow
 
-// Match reports whether f matches an entry: every field the entry sets equals the finding's. EW-1004 never
-// matches (see releaseAgentExecuted).
+// Match reports whether f matches an entry: every field the entry sets equals the finding's. The findings of
+// neverAllowed rules never match.
 func (l Allowlist) Match(f *finding.Finding) bool {
-	if f.SigMetadata.ID == releaseAgentExecuted {
+	if _, ok := neverAllowed[f.SigMetadata.ID]; ok {
 		return false
 	}
 	for _, a := range l {

@@ -53,6 +53,9 @@ func TestAllowlist(t *testing.T) {
 		ProcessName: "cgagent", Origin: event.OriginHost, Executable: event.File{Path: "/cgagent"},
 		Args: []event.Argument{{ArgMeta: event.ArgMeta{Name: "hierarchy", Type: "const char*"}, Value: "systemd"}},
 	}}
+	// EW-1005: a container lost records, the last of them about hierarchy systemd (its own choice).
+	lost := agentWrite("systemd", event.OriginContainer, ctr, "registry.example/lxc-systemd:1", "systemd")
+	lost.SigMetadata.ID = "EW-1005"
 
 	tests := []struct {
 		name    string
@@ -76,6 +79,7 @@ func TestAllowlist(t *testing.T) {
 		{"other rule", Allow{Rule: "EW-1003", ContainerID: ctr}, ctrWrite, false},
 		{"EW-1004 never, by host origin", Allow{Origin: "host", ProcessName: "cgagent"}, executed, false},
 		{"EW-1004 never, by hierarchy", Allow{Origin: "host", Hierarchy: "systemd"}, executed, false},
+		{"EW-1005 never, by container and hierarchy", Allow{ContainerID: ctr, Hierarchy: "systemd"}, lost, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +111,7 @@ func TestAllowCheck(t *testing.T) {
 		{"hierarchy alone", Allow{Hierarchy: "systemd"}, "", []string{"origin: host"}},
 		{"unknown origin", Allow{Origin: "moon"}, "origin", []string{`unknown origin "moon"`}},
 		{"host with a container", Allow{Origin: "host", ContainerID: "abc"}, "origin", []string{"can never match"}},
+		{"namespaced with an image", Allow{Origin: "namespaced", Image: "x"}, "origin", []string{"namespaced processes have no container"}},
 		{"name longer than the kernel keeps", Allow{Origin: "host", ProcessName: "systemd-cgroups-agent-installer"}, "processName",
 			[]string{"31 bytes", "at most 15", `write processName: "systemd-cgroups"`}},
 		{"path in a container's namespace", Allow{ContainerID: "abc", Pathname: "/sys/fs/cgroup/systemd/release_agent"}, "pathname",
@@ -119,6 +124,7 @@ func TestAllowCheck(t *testing.T) {
 			[]string{"TRC-1010 findings carry no hierarchy"}},
 		{"unknown rule", Allow{Origin: "host", Rule: "TRC-101"}, "rule", []string{`unknown rule "TRC-101"`, "EW-1001"}},
 		{"EW-1004", Allow{Origin: "host", Rule: "EW-1004"}, "rule", []string{"enforceAllow", "hostReleaseAgents"}},
+		{"EW-1005", Allow{ContainerID: "abc", Rule: "EW-1005"}, "rule", []string{"EW-1005 cannot be allowed"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
