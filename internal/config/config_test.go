@@ -136,3 +136,25 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatal("missing file: want an error")
 	}
 }
+
+// TestReadmeExample: the README's configuration example loads as it stands (it once allowed a 31-byte process
+// name, which can never match).
+func TestReadmeExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "## Configuration\n")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	example, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no ```yaml block under ## Configuration")
+	}
+	c, err := Parse(strings.NewReader(example))
+	if err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	if len(c.Allow) == 0 || c.Outputs.Webhook == nil {
+		t.Errorf("the README's example lost its allow entries or webhook: %+v", c)
+	}
+}
