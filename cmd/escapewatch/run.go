@@ -276,7 +276,8 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 			}
 			token = strings.TrimSpace(string(b))
 		}
-		hook, err := output.NewWebhook(output.WebhookOptions{URL: w.URL, Header: w.Header, Token: token, Timeout: time.Duration(w.Timeout)})
+		hook, err := output.NewWebhook(output.WebhookOptions{URL: w.URL, Header: w.Header, Token: token, Timeout: time.Duration(w.Timeout),
+			AllowPlainHTTPToken: w.AllowPlainHTTPToken})
 		if err != nil {
 			return nil, err
 		}
