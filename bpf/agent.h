@@ -9,9 +9,11 @@
 /* The release_agent value each hierarchy holds, by hierarchy ID, to report the value a write replaced. Kept
  * from the hierarchy's creation (cgroup_setup_root), its remounts and every write; user space adds the
  * hierarchies that existed before the sensor started, from their mount options. */
+/* A plain hash: an LRU map this small evicts entries early (each CPU takes free entries in batches of 128). When
+ * full, a new hierarchy's old value is not reported; entries go with their hierarchy (cgroup_destroy_root). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 256);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64); /* 4 KiB each */
 	__type(key, __u32);
 	__type(value, struct ew_agent_value);
 } ew_agent_values SEC(".maps");
@@ -57,6 +59,7 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
 	if (ret >= 0)
 		ew_setter_record(root, r->arg_path, EW_SET_WRITE, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT), 0);
+	r->setter.hierarchy_id = key; /* which hierarchy, should the record be lost */
 	ew_emit(r);
 }
 

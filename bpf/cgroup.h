@@ -56,18 +56,11 @@ static long ew_cgroup_step(__u64 i, void *data)
 	return 0;
 }
 
-/* ew_cgroup_path writes the task's cgroup path: the unified (v2) cgroup when the task is below its root,
- * otherwise the first cgroup v1 controller hierarchy that places it below the root (hybrid and v1 hosts). It
- * is what container detection in user space works from, captured here because the process may be gone.
- * Returns 1 when the path is whole, 0 when only its lower part fitted: a task can nest cgroups at will, so a
- * cut path must never be taken for the cgroup its lower part names. */
-static __always_inline int ew_cgroup_path(struct task_struct *task, char *dst)
+/* ew_task_cgroup returns the cgroup that says where the task lives: the unified (v2) cgroup when the task is
+ * below its root, otherwise the first cgroup v1 controller hierarchy that places it below the root (hybrid and
+ * v1 hosts). */
+static __always_inline struct cgroup *ew_task_cgroup(struct task_struct *task)
 {
-	__u32 zero = 0;
-	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
-	if (!buf)
-		return 0;
-
 	struct css_set *cset = BPF_CORE_READ(task, cgroups);
 	struct cgroup *cgrp = BPF_CORE_READ(cset, dfl_cgrp);
 	if (BPF_CORE_READ(cgrp, level) == 0) {
@@ -82,11 +75,29 @@ static __always_inline int ew_cgroup_path(struct task_struct *task, char *dst)
 			}
 		}
 	}
+	return cgrp;
+}
+
+/* ew_cgroup_path writes the path of the task's cgroup (ew_task_cgroup; ew_cgroup_path_of: of cgroup cgrp). It is what container detection in user
+ * space works from, captured here because the process may be gone. Returns 1 when the path is whole, 0 when only
+ * its lower part fitted: a task can nest cgroups at will, so a cut path must never be taken for the cgroup its
+ * lower part names. */
+static __always_inline int ew_cgroup_path_of(struct cgroup *cgrp, char *dst)
+{
+	__u32 zero = 0;
+	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
+	if (!buf)
+		return 0;
 	struct ew_cgroup_walk w = {.kn = BPF_CORE_READ(cgrp, kn), .pos = EW_CGROUP_PATH_MAX - 1};
 	buf->data[EW_CGROUP_PATH_MAX - 1] = 0;
 	bpf_loop(EW_CGROUP_LEVELS, ew_cgroup_step, &w, 0);
 	ew_path_copy(dst, w.pos, EW_CGROUP_PATH_MAX);
 	return w.complete;
+}
+
+static __always_inline int ew_cgroup_path(struct task_struct *task, char *dst)
+{
+	return ew_cgroup_path_of(ew_task_cgroup(task), dst);
 }
 
 /* ew_cgroup_root_of returns the hierarchy a cgroup v1 file at the root belongs to: the root directory's kernfs

@@ -126,13 +126,14 @@ static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css
 	ew_emit(r);
 }
 
-/* A release_agent mount option's value, per thread, from the parser's entry (where the value still is in
- * param) to its exit (where the verdict is). */
+/* A release_agent mount option's value, per thread, from the parser's entry (where param still points at it)
+ * to its exit (where the verdict is): the string itself stays alive until after the exit (the parser hands it to
+ * the mount context on success; on failure its caller frees it after the return), so its address is kept. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an exit that never fires (a missed kretprobe) cannot fill it */
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, struct ew_agent_value);
+	__type(value, __u64);
 } ew_pending_options SEC(".maps");
 
 /* ew_param_is_agent: is the mount option param release_agent? */
@@ -158,12 +159,8 @@ static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param
 	bpf_map_delete_elem(&ew_pending_options, &tid);
 	if (!ew_param_is_agent(param))
 		return;
-	__u32 zero = 0;
-	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
-	if (!buf)
-		return;
-	bpf_probe_read_kernel_str(buf->data, EW_PATH_MAX, BPF_CORE_READ(param, string));
-	bpf_map_update_elem(&ew_pending_options, &tid, buf->data, BPF_ANY);
+	__u64 value = (__u64)BPF_CORE_READ(param, string);
+	bpf_map_update_elem(&ew_pending_options, &tid, &value, BPF_ANY);
 }
 
 /* ew_hook_parse_param_exit reports the option kept at entry with the parser's verdict: it refuses a second
@@ -171,13 +168,13 @@ static __always_inline void ew_hook_parse_param_entry(struct fs_parameter *param
 static __always_inline void ew_hook_parse_param_exit(__s64 ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ew_agent_value *value = bpf_map_lookup_elem(&ew_pending_options, &tid);
+	__u64 *value = bpf_map_lookup_elem(&ew_pending_options, &tid);
 	if (!value)
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ew_syscall sc;
 	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
-	ew_mount_option(value->v, 0, sc.source, ret, sc.nr, sc.facts, EW_ACTION_ALERT, 1);
+	ew_mount_option((const char *)*value, 0, sc.source, ret, sc.nr, sc.facts, EW_ACTION_ALERT, 1);
 	bpf_map_delete_elem(&ew_pending_options, &tid);
 }
 

@@ -91,13 +91,15 @@ enum ew_counter {
 	EW_COUNTER_EMITTED = 0,
 	EW_COUNTER_DROPPED = 1,	    /* ring buffer full: the record was lost */
 	EW_COUNTER_KILL_FAILED = 2, /* --enforce: the kernel refused to send SIGKILL (the record says alert) */
-	EW_COUNTER_MAX = 3,
+	EW_COUNTER_LOST_RATE = 3,   /* over its origin's budget: not sent (counted per origin too, emit.h) */
+	EW_COUNTER_MAX = 4,
 };
 
 struct ew_task {
 	__u64 boot_ns;	      /* bpf_ktime_get_boot_ns() at the event */
 	__u64 start_boot_ns;  /* thread start, boot clock */
 	__u64 cgroup_id;      /* cgroup v2 id of the task */
+	__u64 origin_id;      /* kernfs id of the cgroup cgroup_path names: the unit of fairness (bpf/fairness.h) */
 	__u32 host_pid;	      /* tgid in the initial pid namespace */
 	__u32 host_tid;
 	__u32 host_ppid;
@@ -112,21 +114,31 @@ struct ew_task {
 	char hostname[EW_HOSTNAME_LEN]; /* UTS nodename of the task's namespace, NUL-terminated */
 };
 
-struct ew_record {
-	__u32 kind; /* enum ew_kind */
-	__u32 source; /* enum ew_source */
-	__s64 ret;
-	__u32 syscall_nr;
-	__u32 facts; /* enum ew_fact bits */
-	struct ew_task task;
-	__u64 inode;
-	__u64 ctime_ns;
-	__u32 dev;
-	__u32 file_flags; /* file->f_flags */
-	__u32 action; /* enum ew_action */
-	__u32 pad0;
-	/* helper exec with EW_FACT_AGENT_CURRENT: who set the hierarchy's value */
+/* The fixed part of every record. It goes to user space as is, followed by the record's five strings, each
+ * with its NUL and no more, in the order of struct ew_record: a record is as long as its strings (ew_emit). */
+#define EW_RECORD_HEAD_FIELDS                                                                                   \
+	__u32 kind;   /* enum ew_kind */                                                                         \
+	__u32 source; /* enum ew_source */                                                                       \
+	__s64 ret;                                                                                                \
+	__u32 syscall_nr;                                                                                         \
+	__u32 facts; /* enum ew_fact bits */                                                                     \
+	struct ew_task task;                                                                                      \
+	__u64 inode;                                                                                              \
+	__u64 ctime_ns;                                                                                           \
+	__u32 dev;                                                                                                \
+	__u32 file_flags; /* file->f_flags */                                                                    \
+	__u32 action;	  /* enum ew_action */                                                                   \
+	__u32 pad0;                                                                                               \
+	/* helper exec with EW_FACT_AGENT_CURRENT: who set the hierarchy's value */                              \
 	struct ew_agent_setter setter;
+
+struct ew_record_head {
+	EW_RECORD_HEAD_FIELDS
+};
+
+/* A record as the kernel side assembles it (in per-CPU scratch: it outgrows the stack). */
+struct ew_record {
+	EW_RECORD_HEAD_FIELDS
 	char cgroup_path[EW_CGROUP_PATH_MAX];
 	/* file_open, agent write: the kernel-resolved pathname. rename: the directory a relative new name starts from */
 	char path[EW_PATH_MAX];
@@ -138,6 +150,15 @@ struct ew_record {
 	/* rename: the directory a relative old name starts from. agent and notify write: the hierarchy's name.
 	 * helper exec: the program the kernel runs */
 	char base_path[EW_PATH_MAX];
+};
+
+/* A record as it goes to user space: the head, then the strings packed. They take at most EW_WIRE_STRINGS
+ * bytes; the tail room after keeps every copy in bounds at any offset up to that (a per-CPU value must stay under
+ * 32 KiB). */
+#define EW_WIRE_STRINGS (EW_CGROUP_PATH_MAX + 4 * EW_PATH_MAX)
+struct ew_wire {
+	struct ew_record_head head;
+	char strings[EW_WIRE_STRINGS + EW_PATH_MAX];
 };
 
 #endif

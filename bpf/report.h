@@ -8,6 +8,7 @@
 #include "cgroup.h"
 #include "task.h"
 #include "enforce.h"
+#include "emit.h"
 
 #define EW_FMODE_WRITE 0x2
 
@@ -41,7 +42,9 @@ static __always_inline void ew_record_head(struct ew_record *r, __u32 kind, __u3
 	r->action = EW_ACTION_ALERT;
 	__builtin_memset(&r->setter, 0, sizeof(r->setter));
 	ew_fill_task(&r->task, task);
-	if (!ew_cgroup_path(task, r->cgroup_path))
+	struct cgroup *cgrp = ew_task_cgroup(task);
+	r->task.origin_id = BPF_CORE_READ(cgrp, kn, id);
+	if (!ew_cgroup_path_of(cgrp, r->cgroup_path))
 		r->facts |= EW_FACT_CGROUP_CUT;
 }
 
@@ -73,6 +76,10 @@ static __always_inline void ew_record_file(struct ew_record *r, struct file *fil
  * caller), or NULL. */
 static __always_inline struct ew_record *ew_open_begin(struct file *file, __u32 source, __s64 ret)
 {
+	/* Only an open for writing can change the file: reads (most opens of the machine) leave at one load, and
+	 * a container reading release_agent in a loop sends nothing. */
+	if (!(BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE))
+		return NULL;
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0)
@@ -93,7 +100,7 @@ static __always_inline struct ew_record *ew_open_begin(struct file *file, __u32 
  * EW_ACTION_DENIED. */
 static __always_inline __u32 ew_open_finish(struct ew_record *r, struct file *file, int can_deny)
 {
-	if ((r->facts & EW_FACT_CGROUP1_AGENT) && (BPF_CORE_READ(file, f_mode) & EW_FMODE_WRITE)) {
+	if (r->facts & EW_FACT_CGROUP1_AGENT) {
 		r->action = ew_enforce((struct task_struct *)bpf_get_current_task(), can_deny, r->cgroup_path,
 				       !(r->facts & EW_FACT_CGROUP_CUT));
 		if (r->action == EW_ACTION_DENIED)

@@ -11,12 +11,12 @@
 #include "cgroup.h"
 #include "enforce.h"
 
-/* Records for this many hierarchies; when full, a new hierarchy has no record and its agent counts as set by
- * an unknown setter: an escape, never a trusted value. */
-#define EW_HIERARCHIES_MAX 4096
+/* Records for this many hierarchies (a host has about a dozen); when full, a new hierarchy has no record and its
+ * agent counts as set by an unknown setter: an escape, never a trusted value. */
+#define EW_HIERARCHIES_MAX 1024
 /* Whole values of this many hierarchies set by trusted setters; when full, a trusted value is not kept and its
  * agent counts as an escape (a false alarm, never a missed one). */
-#define EW_HOST_AGENTS_MAX 64
+#define EW_HOST_AGENTS_MAX 16
 /* How many hierarchies an exec's walk visits. Beyond, an agent started the kernel's way still counts as an
  * escape (EW_FACT_AGENT_SHAPED). */
 #define EW_HIERARCHY_STEPS 4096

@@ -10,7 +10,7 @@
 char LICENSE[] __attribute__((section("license"), used)) = "GPL";
 
 struct ew_types {
-	struct ew_record record;
+	struct ew_record_head record_head;
 	enum ew_kind kind;
 	enum ew_source source;
 	enum ew_fact fact;

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -16,11 +17,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"escapewatch/internal/ociimage"
 )
 
 const manifestPath = "kubernetes/escapewatch.yaml"
@@ -199,7 +202,7 @@ func TestDecodeIsStrict(t *testing.T) {
 		{"misspelt field", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true"},
 		{"unknown field", "hostPID: true", "hostPID: true\n      hostPid: true"},
 		{"duplicate key", "hostPID: true", "hostPID: true\n      hostPID: false"},
-		{"wrong type", "containerPort: 9464", "containerPort: metrics"},
+		{"wrong type", "periodSeconds: 5", "periodSeconds: often"},
 		{"unknown kind", "kind: ServiceAccount", "kind: ServiceAcount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,7 +217,8 @@ func TestDecodeIsStrict(t *testing.T) {
 	}
 }
 
-// metricsPort is the port of --metrics-addr.
+// metricsPort is the port of --metrics-addr, which must be the pod's loopback: on the pod's IP any other pod
+// could read the counters and hold the endpoint's connections.
 func metricsPort(t *testing.T, c corev1.Container) int32 {
 	t.Helper()
 	flags, err := runArgs(c.Args)
@@ -225,9 +229,9 @@ func metricsPort(t *testing.T, c corev1.Container) int32 {
 	if err != nil {
 		t.Fatalf("--metrics-addr %q: %v", flags["--metrics-addr"], err)
 	}
-	// Loopback would serve neither Prometheus nor the kubelet's probes, which come from outside the pod.
-	if host != "0.0.0.0" && host != "" && host != "::" {
-		t.Fatalf("--metrics-addr %q: listen on every address of the pod, not %q", flags["--metrics-addr"], host)
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		t.Fatalf("--metrics-addr %q: listen on the pod's loopback (127.0.0.1), not %q: other pods must not reach it "+
+			"(see metrics-networkpolicy.yaml to expose it to Prometheus only)", flags["--metrics-addr"], host)
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
@@ -236,17 +240,12 @@ func metricsPort(t *testing.T, c corev1.Container) int32 {
 	return int32(n)
 }
 
-// portNumber resolves a probe's port (a number or a container port's name).
-func portNumber(c corev1.Container, p intstr.IntOrString) int32 {
-	if p.Type == intstr.Int {
-		return p.IntVal
-	}
-	for _, cp := range c.Ports {
-		if cp.Name == p.StrVal {
-			return cp.ContainerPort
-		}
-	}
-	return -1
+// probes reports whether p runs `escapewatch probe` on path of the loopback endpoint at port: the kubelet's
+// httpGet probes go to the pod's IP, which a loopback endpoint does not serve.
+func probes(p *corev1.Probe, port int32, path string) bool {
+	want := []string{ociimage.BinaryPath, "probe", fmt.Sprintf("http://127.0.0.1:%d%s", port, path)}
+	return p != nil && p.Exec != nil && p.HTTPGet == nil && p.TCPSocket == nil && p.GRPC == nil &&
+		slices.Equal(p.Exec.Command, want)
 }
 
 func TestDaemonSet(t *testing.T) {
@@ -283,14 +282,13 @@ func TestDaemonSet(t *testing.T) {
 		}), pod.Tolerations},
 		// The README tells users to replace this exact placeholder.
 		{"placeholder image", c.Image == "ghcr.io/escapewatch/escapewatch:latest", c.Image},
-		{"metrics container port", portNumber(c, intstr.FromString("metrics")) == port, c.Ports},
-		{"readiness probe on /readyz", c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet != nil &&
-			c.ReadinessProbe.HTTPGet.Path == "/readyz" && portNumber(c, c.ReadinessProbe.HTTPGet.Port) == port, c.ReadinessProbe},
-		{"liveness probe on /healthz", c.LivenessProbe != nil && c.LivenessProbe.HTTPGet != nil &&
-			c.LivenessProbe.HTTPGet.Path == "/healthz" && portNumber(c, c.LivenessProbe.HTTPGet.Port) == port, c.LivenessProbe},
-		{"scrape annotations", matches(map[string]string{"prometheus.io/scrape": "true",
-			"prometheus.io/port": strconv.Itoa(int(port)), "prometheus.io/path": "/metrics"}, m.ds.Spec.Template.Annotations),
-			m.ds.Spec.Template.Annotations},
+		// Nothing listens on the pod's IP; a declared port (or a hostPort) would only invite traffic to it.
+		{"no container port", len(c.Ports) == 0, c.Ports},
+		{"readiness probe on /readyz", probes(c.ReadinessProbe, port, "/readyz"), c.ReadinessProbe},
+		{"liveness probe on /healthz", probes(c.LivenessProbe, port, "/healthz"), c.LivenessProbe},
+		// A scrape annotation would send Prometheus to the pod's IP, where nothing answers.
+		{"no scrape annotations", !slices.ContainsFunc(slices.Collect(maps.Keys(m.ds.Spec.Template.Annotations)),
+			func(k string) bool { return strings.HasPrefix(k, "prometheus.io/") }), m.ds.Spec.Template.Annotations},
 		{"requests and limits", resourcesBounded(c.Resources), c.Resources},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -446,4 +444,55 @@ func ptrValue[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+const networkPolicyPath = "kubernetes/metrics-networkpolicy.yaml"
+
+// TestMetricsNetworkPolicy: the optional policy that exposes the metrics admits only selected pods of a selected
+// namespace, on the metrics port, to the sensor's pods.
+func TestMetricsNetworkPolicy(t *testing.T) {
+	m := loadManifests(t)
+	data, err := os.ReadFile(networkPolicyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(data, &tm); err != nil {
+		t.Fatal(err)
+	}
+	if tm.APIVersion != "networking.k8s.io/v1" || tm.Kind != "NetworkPolicy" {
+		t.Fatalf("%s: %s %s, want networking.k8s.io/v1 NetworkPolicy", networkPolicyPath, tm.APIVersion, tm.Kind)
+	}
+	var np networkingv1.NetworkPolicy
+	if err := decodeStrict(data, &np); err != nil {
+		t.Fatalf("%s: %v", networkPolicyPath, err)
+	}
+	port := metricsPort(t, m.ds.Spec.Template.Spec.Containers[0])
+	// An empty selector selects everything: each peer must name its namespace and its pods.
+	narrow := func(p networkingv1.NetworkPolicyPeer) bool {
+		return p.IPBlock == nil && p.NamespaceSelector != nil && len(p.NamespaceSelector.MatchLabels) > 0 &&
+			p.PodSelector != nil && len(p.PodSelector.MatchLabels) > 0
+	}
+	spec := np.Spec
+	for _, tc := range []struct {
+		name string
+		ok   bool
+		got  any
+	}{
+		{"in the sensor's namespace", np.Namespace == m.ns.Name, np.Namespace},
+		{"selects the sensor's pods", len(spec.PodSelector.MatchLabels) > 0 &&
+			matches(spec.PodSelector.MatchLabels, m.ds.Spec.Template.Labels), spec.PodSelector},
+		{"ingress only", slices.Equal(spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}), spec.PolicyTypes},
+		{"one rule, from named pods of a named namespace", len(spec.Ingress) == 1 && len(spec.Ingress[0].From) > 0 &&
+			!slices.ContainsFunc(spec.Ingress[0].From, func(p networkingv1.NetworkPolicyPeer) bool { return !narrow(p) }), spec.Ingress},
+		{"the metrics port only", len(spec.Ingress) == 1 && len(spec.Ingress[0].Ports) == 1 &&
+			ptrValue(spec.Ingress[0].Ports[0].Protocol) == corev1.ProtocolTCP && spec.Ingress[0].Ports[0].Port != nil &&
+			spec.Ingress[0].Ports[0].Port.IntValue() == int(port) && spec.Ingress[0].Ports[0].EndPort == nil, spec.Ingress},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.ok {
+				t.Errorf("got %+v", tc.got)
+			}
+		})
+	}
 }

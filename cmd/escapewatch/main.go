@@ -26,6 +26,7 @@ Usage:
   escapewatch [run] [flags]        run the sensor (root): findings as JSON lines on stdout, logs on stderr
   escapewatch replay [flags] FILE  run the rules over Tracee JSON events from FILE ("-" for stdin)
   escapewatch selftest [flags]     check that a release_agent write from a namespace is reported (root)
+  escapewatch probe URL            GET one of the sensor's endpoints; fails unless 2xx (exec probes)
   escapewatch version              print the version
 
 Examples:
@@ -35,6 +36,7 @@ Examples:
   tracee -o json -e security_file_open,security_inode_rename | escapewatch replay -
   escapewatch replay --scope all events.jsonl
   escapewatch selftest --running http://127.0.0.1:9464   # check the sensor running with --metrics-addr
+  escapewatch probe http://127.0.0.1:9464/readyz         # ready: every BPF program attached
 
 Run "escapewatch run --help" or "escapewatch replay --help" for their flags.
 `
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runReplay(ctx, args, stdin, stdout, stderr)
 	case "selftest":
 		return runSelftest(ctx, args, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args, stdout, stderr)
 	case selftestChild:
 		return runSelftestChild(args)
 	case "version":
@@ -82,7 +86,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		return fmt.Errorf("%w: unknown command %q (want run, replay, selftest or version; see escapewatch --help)", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q (want run, replay, selftest, probe or version; see escapewatch --help)", errUsage, cmd)
 	}
 }
 

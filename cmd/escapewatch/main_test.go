@@ -44,6 +44,7 @@ func TestCommandLine(t *testing.T) {
 		},
 		{name: "bad config file", args: []string{"run", "--config", "/nonexistent/escapewatch.yaml"}, errHas: "no such file"},
 		{name: "bad webhook url", args: []string{"run", "--webhook-url", "ftp://siem"}, wantErr: errUsage, errHas: "--webhook-url"},
+		{name: "credentials over http", args: []string{"run", "--webhook-url", "http://u:p@siem.example/hook"}, wantErr: errUsage, errHas: "allowPlainHTTPToken"},
 		{name: "bad output format", args: []string{"run", "--output", "xml"}, wantErr: errUsage, errHas: "--output"},
 		{name: "selftest unknown flag", args: []string{"selftest", "--bogus"}, wantErr: errUsage, errHas: "-bogus"},
 		{name: "replay bad scope", args: []string{"replay", "--scope", "x", "-"}, wantErr: errUsage, errHas: "--scope"},

@@ -152,6 +152,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelEmitted:     func() uint64 { return sensorStat(live.Load()).KernelEmitted },
 		KernelDropped:     func() uint64 { return sensorStat(live.Load()).KernelDropped },
 		KernelKillsFailed: func() uint64 { return sensorStat(live.Load()).KernelKillsFailed },
+		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		EnrichHits:        func() uint64 { return runtimes.Stats().Hits },
@@ -276,7 +277,8 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 			}
 			token = strings.TrimSpace(string(b))
 		}
-		hook, err := output.NewWebhook(output.WebhookOptions{URL: w.URL, Header: w.Header, Token: token, Timeout: time.Duration(w.Timeout)})
+		hook, err := output.NewWebhook(output.WebhookOptions{URL: w.URL, Header: w.Header, Token: token, Timeout: time.Duration(w.Timeout),
+			AllowPlainHTTPToken: w.AllowPlainHTTPToken})
 		if err != nil {
 			return nil, err
 		}
@@ -292,7 +294,7 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipeline.StageStats, sinks []output.SinkStats) {
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
-		"kernel_kills_failed", ss.KernelKillsFailed,
+		"kernel_over_budget", ss.KernelOverBudget, "kernel_kills_failed", ss.KernelKillsFailed,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {
@@ -308,7 +310,7 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 		lost = lost || st.Dropped > 0
 	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || lost {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 || lost {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"escapewatch/internal/redact"
 	"escapewatch/internal/sensoropt"
 	"escapewatch/internal/suppress"
 )
@@ -58,6 +59,9 @@ type Webhook struct {
 	Header    string   `yaml:"header"`    // e.g. Authorization
 	TokenFile string   `yaml:"tokenFile"` // the header's value, read from a file so it stays out of the config
 	Timeout   Duration `yaml:"timeout"`
+	// AllowPlainHTTPToken lets the token (header, or credentials in the URL) go over http://, where anyone on
+	// the path reads it; without it such a webhook is refused.
+	AllowPlainHTTPToken bool `yaml:"allowPlainHTTPToken"`
 }
 
 // Metrics configures the Prometheus and health endpoint.
@@ -93,6 +97,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// MarshalYAML writes the duration as UnmarshalYAML reads it ("1m0s"), so a configuration written back reads the
+// same.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // Default returns the configuration of an empty file.
 func Default() Config {
@@ -202,12 +210,18 @@ func (c Config) Validate() error {
 		return keyErr("outputs.spoolMaxBytes", "must not be negative")
 	}
 	if w := c.Outputs.Webhook; w != nil {
+		// Only the redacted URL is quoted: its path or query may hold a token.
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return keyErr("outputs.webhook.url", "%q is not an http(s) URL", w.URL)
+			return keyErr("outputs.webhook.url", "%s is not an http(s) URL (write it as https://host[:port]/path)", redact.URL(w.URL))
 		}
 		if (w.Header == "") != (w.TokenFile == "") {
 			return keyErr("outputs.webhook.tokenFile", "header and tokenFile go together")
+		}
+		if u.Scheme == "http" && (w.Header != "" || u.User != nil) && !w.AllowPlainHTTPToken {
+			return keyErr("outputs.webhook.url", "%s: http:// would send the token in clear text to anyone on the path: "+
+				"use https://, or set outputs.webhook.allowPlainHTTPToken: true for a receiver on a network you trust "+
+				"(a sidecar on loopback, say)", redact.URL(w.URL))
 		}
 		if w.Timeout < 0 {
 			return keyErr("outputs.webhook.timeout", "must not be negative")
@@ -231,11 +245,13 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, a := range c.Allow {
-		if a == (suppress.Allow{}) {
-			return keyErr(fmt.Sprintf("allow[%d]", i), "empty entry would allow every finding; set at least one field")
-		}
-		if a.Origin != "" && !oneOf(a.Origin, origins[:4]) {
-			return keyErr(fmt.Sprintf("allow[%d].origin", i), "unknown origin %q", a.Origin)
+		if err := a.Check(); err != nil {
+			key := fmt.Sprintf("allow[%d]", i)
+			var e *suppress.EntryError
+			if errors.As(err, &e) && e.Field != "" {
+				return keyErr(key+"."+e.Field, "%s", e.Problem)
+			}
+			return keyErr(key, "%v", err)
 		}
 	}
 	return nil

@@ -37,6 +37,12 @@ const (
 	// for a hierarchy never attached) or a remount: value.
 	ReleaseAgentMountOption   = "release_agent_mount_option"
 	ReleaseAgentMountOptionID = 10004
+	// RecordsLost is the kernel side's count of records from one origin (a cgroup) that never reached user
+	// space since the last report: lost, lost_over_budget, lost_ring_full, last_lost (the kind of event the last
+	// lost record was), cgroup; and when the last lost record was about a hierarchy: hierarchy, release_agent
+	// (its value now) and who set it (set_how, set_trust, set_by_pid, set_by_comm), from the kernel's state.
+	RecordsLost   = "records_lost"
+	RecordsLostID = 10005
 )
 
 // How a release_agent got its value (the set_how argument).

@@ -29,7 +29,7 @@ type SinkStats struct {
 // Sources are read at scrape time, so the numbers are always current and nothing is counted twice.
 type Sources struct {
 	KernelEmitted, KernelDropped, Undecodable func() uint64
-	KernelKillsFailed                         func() uint64
+	KernelKillsFailed, KernelOverBudget       func() uint64
 	Sinks                                     func() []SinkStats
 	EnrichHits, EnrichMisses, EnrichErrors    func() uint64
 }
@@ -105,30 +105,122 @@ func (m *Metrics) Handler() http.Handler {
 	return mux
 }
 
-// Serve listens on addr (opened before it returns, so a taken port fails the start, not later) and returns the
-// address it listens on and a function that stops the server.
+// Limits bound what the endpoint's clients can hold. The endpoint may be reachable by code the node does not
+// trust (another pod, a container on the host network), so no client may keep a connection or a goroutine for
+// long, and all of them together hold at most MaxConns descriptors.
+type Limits struct {
+	// ReadHeaderTimeout bounds the wait for a new connection's request headers; ReadTimeout the whole request.
+	ReadHeaderTimeout, ReadTimeout time.Duration
+	// WriteTimeout bounds the writing of an answer, so a client that stops reading frees its connection.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no next request within it.
+	IdleTimeout time.Duration
+	// MaxConns is how many connections are served at once; more wait in the kernel's accept queue, unserved
+	// and holding no descriptor of the sensor's, until a served one closes.
+	MaxConns int
+}
+
+// DefaultLimits are the production limits. A scrape (Prometheus' default interval is 1m) or a probe takes one
+// request of a few milliseconds, so 10 s to read a request, 30 s to write an answer, and 30 s of idleness are
+// generous for them, and 32 connections are more than any scraper and prober together open. An idle
+// keep-alive connection costs a goroutine and buffers (about 17 KiB): 32 of them are nothing, where 4,000
+// unlimited ones took 70 MB.
+var DefaultLimits = Limits{
+	ReadHeaderTimeout: 5 * time.Second,
+	ReadTimeout:       10 * time.Second,
+	WriteTimeout:      30 * time.Second,
+	IdleTimeout:       30 * time.Second,
+	MaxConns:          32,
+}
+
+// Serve listens on addr with DefaultLimits (opened before it returns, so a taken port fails the start, not
+// later) and returns the address it listens on and a function that stops the server.
 func (m *Metrics) Serve(addr string, log *slog.Logger) (string, func() error, error) {
+	return m.ServeLimited(addr, DefaultLimits, log)
+}
+
+// ServeLimited is Serve with the given limits; every field must be positive.
+func (m *Metrics) ServeLimited(addr string, lim Limits, log *slog.Logger) (string, func() error, error) {
+	if lim.ReadHeaderTimeout <= 0 || lim.ReadTimeout <= 0 || lim.WriteTimeout <= 0 || lim.IdleTimeout <= 0 || lim.MaxConns <= 0 {
+		return "", nil, fmt.Errorf("metrics endpoint limits %+v: every timeout and MaxConns must be positive (start from DefaultLimits)", lim)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("metrics endpoint %s: %w (choose another --metrics-addr, or \"\" to turn it off)", addr, err)
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    8 << 10, // a scrape's headers are a few hundred bytes; the default is 1 MiB
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	done := make(chan error, 1)
 	go func() {
-		err := srv.Serve(ln)
+		err := srv.Serve(newLimitListener(ln, lim.MaxConns))
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 		done <- err
 	}()
-	log.Info("metrics and health endpoints", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	log.Info("metrics and health endpoints", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz",
+		"max_conns", lim.MaxConns, "idle_timeout", lim.IdleTimeout)
 	stop := sync.OnceValue(func() error {
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(shutdown)
+		if err := srv.Shutdown(shutdown); err != nil {
+			srv.Close() // a connection still busy after 5 s: cut it, the process is stopping
+		}
 		return <-done
 	})
 	return ln.Addr().String(), stop, nil
+}
+
+// limitListener accepts a connection only while fewer than cap(slots) are open: beyond, Accept waits (the
+// client waits in the kernel's accept queue) until a served connection closes. The server's timeouts bound how
+// long that takes.
+type limitListener struct {
+	net.Listener
+	slots     chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitedConn gives its slot back once, however many times it is closed.
+type limitedConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
 }
 
 // sourceCollector turns the Sources into metrics at scrape time.
@@ -137,6 +229,7 @@ type sourceCollector struct{ src Sources }
 var (
 	kernelEmittedDesc = prometheus.NewDesc("escapewatch_kernel_records_total", "Records the kernel handed to user space.", nil, nil)
 	kernelDroppedDesc = prometheus.NewDesc("escapewatch_kernel_records_dropped_total", "Records lost in the kernel because the ring buffer was full.", nil, nil)
+	overBudgetDesc    = prometheus.NewDesc("escapewatch_kernel_records_over_budget_total", "Records not sent because their origin (a cgroup) exceeded its budget; each origin's losses are also an EW-1005 finding.", nil, nil)
 	killsFailedDesc   = prometheus.NewDesc("escapewatch_kernel_kills_failed_total", "--enforce kills the kernel refused to send (their findings say alert).", nil, nil)
 	undecodableDesc   = prometheus.NewDesc("escapewatch_records_undecodable_total", "Kernel records that could not be decoded.", nil, nil)
 	deliveredDesc     = prometheus.NewDesc("escapewatch_sink_delivered_total", "Findings delivered, by output.", []string{"sink"}, nil)
@@ -148,7 +241,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
+	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, overBudgetDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
 		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc} {
 		ch <- d
 	}
@@ -162,6 +255,7 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(kernelEmittedDesc, c.src.KernelEmitted)
 	counter(kernelDroppedDesc, c.src.KernelDropped)
+	counter(overBudgetDesc, c.src.KernelOverBudget)
 	counter(killsFailedDesc, c.src.KernelKillsFailed)
 	counter(undecodableDesc, c.src.Undecodable)
 	counter(enrichDesc, c.src.EnrichHits, "hit")

@@ -2,9 +2,12 @@ package output
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"escapewatch/internal/finding"
 )
@@ -17,8 +20,10 @@ type File struct {
 	f    *os.File
 }
 
-// NewFile opens path for appending, creating it readable by its owner only: findings name processes and files
-// that an unprivileged user should not learn about.
+// NewFile opens path for appending, readable by its owner only: findings name processes and files that an
+// unprivileged user should not learn about. A pre-existing file is made 0600 too, and a symbolic link, a FIFO or
+// a device at path is refused: whoever can write the directory must not be able to send the sensor's writes
+// (as root) to another file.
 func NewFile(path string) (*File, error) {
 	f, err := openAppend(path)
 	if err != nil {
@@ -27,12 +32,40 @@ func NewFile(path string) (*File, error) {
 	return &File{path: path, f: f}, nil
 }
 
+// openAppend opens path without following a symbolic link in its last component (O_NOFOLLOW), never blocking
+// on a FIFO (O_NONBLOCK, cleared once path is known to be a regular file), and sets its mode to 0600.
 func openAppend(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open output file: %w (check that the directory exists and is writable)", err)
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("open output file %s: %w: it is a symbolic link, which is refused (a link could send findings "+
+			"to any file the sensor can write); give the path of a regular file", path, err)
+	case errors.Is(err, unix.ENXIO):
+		return nil, fmt.Errorf("open output file %s: %w: it is a FIFO or socket; give the path of a regular file", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open output file %s: %w (check that the directory exists and is writable)", path, err)
 	}
-	return f, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat output file %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open output file %s: not a regular file (mode %#o): give the path of a regular file", path, st.Mode&unix.S_IFMT)
+	}
+	// A file that existed keeps its mode through O_CREAT: make it the owner's only, as a new one is.
+	if st.Mode&0o7777 != 0o600 {
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("output file %s: make it mode 0600: %w", path, err)
+		}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("output file %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // Name is "file".

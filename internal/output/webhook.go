@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"escapewatch/internal/finding"
+	"escapewatch/internal/redact"
 )
 
 // DefaultWebhookTimeout bounds one POST, connection and TLS handshake included.
@@ -23,6 +25,9 @@ type WebhookOptions struct {
 	URL    string // http:// or https://
 	Header string // a header to authenticate with, e.g. Authorization; "" sends none
 	Token  string // the Header's value, e.g. "Bearer ..."
+	// AllowPlainHTTPToken lets a token (Header, or credentials in the URL) go over http://, readable by anyone
+	// on the path; without it such a webhook is refused. Only for a receiver reached over a trusted network.
+	AllowPlainHTTPToken bool
 	// Timeout bounds one attempt; 0 means DefaultWebhookTimeout.
 	Timeout time.Duration
 	// RootCAs replaces the system's trusted roots, for a receiver with a private CA. The certificate is always
@@ -39,6 +44,7 @@ type WebhookOptions struct {
 // 429, a redirect, a network or TLS error) is retryable.
 type Webhook struct {
 	url    string
+	shown  string // url as logs and errors show it: scheme://host[:port] and a marker, never a token
 	opts   WebhookOptions
 	client *http.Client
 }
@@ -46,8 +52,14 @@ type Webhook struct {
 // NewWebhook checks the URL and builds the client. It does not contact the receiver: one that is down at start
 // is retried like one that goes down later.
 func NewWebhook(opts WebhookOptions) (*Webhook, error) {
-	if err := checkURL(opts.URL); err != nil {
+	u, err := checkURL(opts.URL)
+	if err != nil {
 		return nil, err
+	}
+	if u.Scheme == "http" && (opts.Header != "" || u.User != nil) && !opts.AllowPlainHTTPToken {
+		return nil, fmt.Errorf("webhook URL %s: http:// would send the token in clear text to anyone on the path: "+
+			"use https://, or set AllowPlainHTTPToken (outputs.webhook.allowPlainHTTPToken: true) for a receiver on a "+
+			"network you trust", redact.URL(opts.URL))
 	}
 	if opts.Header != "" && strings.ContainsAny(opts.Header, " :\r\n") {
 		return nil, fmt.Errorf("webhook header name %q: not a valid HTTP header name (e.g. Authorization)", opts.Header)
@@ -58,8 +70,9 @@ func NewWebhook(opts WebhookOptions) (*Webhook, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12}
 	return &Webhook{
-		url:  opts.URL,
-		opts: opts,
+		url:   opts.URL,
+		shown: redact.URL(opts.URL),
+		opts:  opts,
 		client: &http.Client{
 			Transport: transport,
 			Timeout:   opts.Timeout,
@@ -70,18 +83,23 @@ func NewWebhook(opts WebhookOptions) (*Webhook, error) {
 	}, nil
 }
 
-func checkURL(raw string) error {
+// checkURL parses the webhook's URL. Its errors never quote the URL: its path or query may hold a token.
+func checkURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("webhook URL: %w (write it as https://host[:port]/path)", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error quotes the whole URL
+		}
+		return nil, fmt.Errorf("webhook URL %s: %w (write it as https://host[:port]/path)", redact.URL(raw), err)
 	}
 	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("webhook URL %q: scheme %q is not http or https (write it as https://host[:port]/path)", raw, u.Scheme)
+		return nil, fmt.Errorf("webhook URL %s: scheme %q is not http or https (write it as https://host[:port]/path)", redact.URL(raw), u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("webhook URL %q: no host (write it as https://host[:port]/path)", raw)
+		return nil, fmt.Errorf("webhook URL %s: no host (write it as https://host[:port]/path)", redact.URL(raw))
 	}
-	return nil
+	return u, nil
 }
 
 // Name is "webhook".
@@ -115,25 +133,32 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
+		// The client's error quotes the whole URL, token and all; it is logged on every retry.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = w.shown
+		}
 		return fmt.Errorf("webhook POST: %w", err)
 	}
 	defer resp.Body.Close()
 	// Read a little of the answer for the error message, and drain up to a bound so the connection is reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return statusError(resp, snippet)
+	return w.statusError(resp, snippet)
 }
 
 // statusError classifies the receiver's answer.
-func statusError(resp *http.Response, snippet []byte) error {
+func (w *Webhook) statusError(resp *http.Response, snippet []byte) error {
 	code := resp.StatusCode
 	if code >= 200 && code < 300 {
 		return nil
 	}
-	err := fmt.Errorf("webhook POST %s: HTTP %s: %q", resp.Request.URL.Redacted(), resp.Status, bytes.TrimSpace(snippet))
+	err := fmt.Errorf("webhook POST %s: HTTP %s: %q", w.shown, resp.Status, bytes.TrimSpace(snippet))
 	switch {
 	case code >= 300 && code < 400:
-		return fmt.Errorf("%w: redirect to %q not followed (set the webhook URL to the final address)", err, resp.Header.Get("Location"))
+		// The new address may carry a token of its own.
+		return fmt.Errorf("%w: redirect to %s not followed (set the webhook URL to the final address)", err,
+			redact.URL(resp.Request.URL.ResolveReference(locationURL(resp)).String()))
 	case code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
 		return Permanent(fmt.Errorf("%w: the receiver refused this finding (check the URL and the token)", err))
 	default: // 5xx, 408, 429: the receiver is down or busy
@@ -142,6 +167,15 @@ func statusError(resp *http.Response, snippet []byte) error {
 		}
 		return err
 	}
+}
+
+// locationURL is the redirect's Location, or an empty URL when it has none or it does not parse.
+func locationURL(resp *http.Response) *url.URL {
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return &url.URL{}
+	}
+	return u
 }
 
 // Close releases idle connections.

@@ -23,6 +23,10 @@ func TestNewWebhookRejects(t *testing.T) {
 		{"malformed", WebhookOptions{URL: "https://siem example/%zz"}, "webhook URL"},
 		{"no host", WebhookOptions{URL: "https:///hook"}, "no host"},
 		{"bad header name", WebhookOptions{URL: "https://siem.example", Header: "X Token"}, "not a valid HTTP header name"},
+		{"malformed, secret path", WebhookOptions{URL: "https://siem example/s3cr3t%zz"}, "webhook URL (URL [redacted])"},
+		{"token over http", WebhookOptions{URL: "http://siem.example/hook/s3cr3t", Header: "Authorization", Token: "Bearer t"},
+			"webhook URL http://siem.example/[redacted]: http:// would send the token in clear text"},
+		{"credentials over http", WebhookOptions{URL: "http://user:s3cr3t@siem.example/hook"}, "use https://, or set AllowPlainHTTPToken"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := NewWebhook(tt.opts)
@@ -30,6 +34,67 @@ func TestNewWebhookRejects(t *testing.T) {
 				t.Fatalf("NewWebhook(%+v) succeeded", tt.opts)
 			}
 			contains(t, err.Error(), tt.want)
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("error %q quotes the URL's secret", err)
+			}
+		})
+	}
+}
+
+// A token over plain http goes only where it was explicitly allowed (a receiver on a trusted network).
+func TestWebhookPlainHTTPTokenAllowed(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
+	defer srv.Close()
+	wh, err := NewWebhook(WebhookOptions{URL: srv.URL, Header: "Authorization", Token: "Bearer t", AllowPlainHTTPToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Deliver(t.Context(), numbered(0), []byte("{}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got != "Bearer t" {
+		t.Errorf("Authorization %q, want the token", got)
+	}
+}
+
+// The URL's path and query (where tokens live: /services/T0/B0/SECRET, ?token=) never reach the logs, whatever
+// the failure; the logs show scheme://host:port and a marker.
+func TestWebhookURLSecretsNotLogged(t *testing.T) {
+	const secretPath = "/services/T0/s3cr3t-path?token=s3cr3t-query"
+	answer := func(code int, location string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if location != "" {
+				w.Header().Set("Location", location)
+			}
+			w.WriteHeader(code)
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		base func(t *testing.T) string // scheme://host:port of the receiver
+		want string                    // in the logs
+	}{
+		{"server error, retried", func(t *testing.T) string { return startHTTP(t, answer(http.StatusInternalServerError, "")) }, "HTTP 500"},
+		{"refused for good", func(t *testing.T) string { return startHTTP(t, answer(http.StatusForbidden, "")) }, "HTTP 403"},
+		{"redirect to a secret", func(t *testing.T) string {
+			return startHTTP(t, answer(http.StatusFound, "https://elsewhere.example/s3cr3t-location?token=s3cr3t-location"))
+		}, "redirect to https://elsewhere.example/[redacted] not followed"},
+		{"connection refused", func(t *testing.T) string { return "http://" + freeAddr(t) }, "connection refused"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := tt.base(t)
+			logger, logs := newLogger()
+			d := webhookDispatcher(t, t.TempDir(), WebhookOptions{URL: base + secretPath}, SpoolOptions{}, logger)
+			dispatchN(t, d, 0, 1)
+			waitFor(t, "a failed attempt", func() bool { return stats(d, "webhook").Failed >= 1 })
+			closeNow(t, d, 20*time.Millisecond)
+			out := logs.String()
+			contains(t, out, tt.want)
+			contains(t, out, base+"/[redacted]")
+			if strings.Contains(out, "s3cr3t") || strings.Contains(out, "services") {
+				t.Errorf("logs hold the URL's path or query:\n%s", out)
+			}
 		})
 	}
 }
@@ -226,10 +291,10 @@ func TestWebhookUntrustedCertificate(t *testing.T) {
 func TestWebhookTokenNotLogged(t *testing.T) {
 	const token = "Bearer do-not-log-me"
 	rc := &receiver{status: func(int, int) int { return http.StatusUnauthorized }}
-	srv := httptest.NewServer(rc)
-	defer srv.Close()
+	srv, pool := startTLS(t, rc)
 	logger, logs := newLogger()
-	d := webhookDispatcher(t, t.TempDir(), WebhookOptions{URL: srv.URL, Header: "Authorization", Token: token}, SpoolOptions{}, logger)
+	d := webhookDispatcher(t, t.TempDir(), WebhookOptions{URL: srv.URL, Header: "Authorization", Token: token, RootCAs: pool},
+		SpoolOptions{}, logger)
 	dispatchN(t, d, 0, 1)
 	waitFor(t, "the refusal", func() bool { return stats(d, "webhook").Dropped == 1 })
 	closeNow(t, d, time.Second)

@@ -11,38 +11,54 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"escapewatch/internal/event"
 	"escapewatch/internal/rule"
 )
+
+// MaxLineBytes bounds one line, its newline not counted: a Tracee event is a few KiB (its paths are at most 4 KiB
+// each), so 1 MiB is far beyond any real one, and a replay of a hostile file holds at most this much of a line.
+const MaxLineBytes = 1 << 20
 
 // Stats counts what a replay read and wrote.
 type Stats struct {
 	Lines    int // lines read, blank ones included
 	Events   int // lines decoded into events
 	Findings int // findings written to out
-	Failed   int // lines that were not Tracee events
+	Failed   int // lines that were not Tracee events, too long ones included
 }
 
-// Run reads Tracee JSON lines from in, of any length, and writes each
-// finding to out as one JSON line. A line that is not an event is reported
-// to errs as "line N: <problem>" and skipped; blank lines are skipped
-// silently. Run returns early with ctx's error when ctx is done (checked
-// between lines), or with an error when in cannot be read or out or errs
-// cannot be written.
+// Run reads Tracee JSON lines from in and writes each finding to out as one
+// JSON line. A line that is not an event, or is longer than MaxLineBytes, is
+// reported to errs as "line N: <problem>" and skipped; blank lines are
+// skipped silently. Run returns early with ctx's error when ctx is done
+// (checked between lines), or with an error when in cannot be read or out or
+// errs cannot be written.
 func Run(ctx context.Context, in io.Reader, out io.Writer, errs io.Writer, eng *rule.Engine) (Stats, error) {
+	return run(ctx, in, out, errs, eng, MaxLineBytes)
+}
+
+// run is Run with the line bound as a parameter, for tests.
+func run(ctx context.Context, in io.Reader, out io.Writer, errs io.Writer, eng *rule.Engine, maxLine int) (Stats, error) {
 	var st Stats
-	r := bufio.NewReader(in)
+	r := bufio.NewReaderSize(in, 64<<10)
 	enc := json.NewEncoder(out)
+	var buf []byte
 	for {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("replay stopped after line %d: %w", st.Lines, err)
 		}
-		// ReadBytes grows its buffer as needed, unlike a Scanner's 64 KiB cap.
-		line, readErr := r.ReadBytes('\n')
-		if len(line) > 0 {
+		line, tooLong, readErr := readLine(r, buf[:0], maxLine)
+		buf = line
+		if len(line) > 0 || tooLong {
 			st.Lines++
-			if err := replayLine(line, &st, enc, errs, eng); err != nil {
+			if tooLong {
+				st.Failed++
+				if _, err := fmt.Fprintf(errs, "line %d: longer than %d bytes (the most one event may take); skipped\n", st.Lines, maxLine); err != nil {
+					return st, fmt.Errorf("reporting line %d: %w", st.Lines, err)
+				}
+			} else if err := replayLine(line, &st, enc, errs, eng); err != nil {
 				return st, err
 			}
 		}
@@ -51,6 +67,34 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, errs io.Writer, eng *
 		}
 		if readErr != nil {
 			return st, fmt.Errorf("reading line %d: %w", st.Lines+1, readErr)
+		}
+	}
+}
+
+// readLine appends the next line of r to buf, its newline included, and returns it. A line longer than limit
+// bytes (its newline not counted) is read to its end but not kept: tooLong is set and line is empty, so memory
+// stays within r's buffer and about twice limit whatever the input.
+func readLine(r *bufio.Reader, buf []byte, limit int) (line []byte, tooLong bool, err error) {
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !tooLong {
+			n := len(buf) + len(chunk)
+			if bytes.HasSuffix(chunk, []byte("\n")) {
+				n--
+			}
+			if n > limit {
+				tooLong, buf = true, buf[:0]
+			} else {
+				// Double the buffer when it is short: append's gentler growth for large slices would allocate
+				// about five times the line on the way to the bound.
+				if cap(buf)-len(buf) < len(chunk) {
+					buf = slices.Grow(buf, max(len(chunk), cap(buf)))
+				}
+				buf = append(buf, chunk...)
+			}
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return buf, tooLong, err
 		}
 	}
 }

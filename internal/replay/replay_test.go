@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -212,5 +214,93 @@ func TestRunIOErrors(t *testing.T) {
 				t.Errorf("error = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRunLineBound: a line longer than the bound is reported with its number and skipped, and the lines after
+// it are replayed; the bound counts the line's bytes without its newline.
+func TestRunLineBound(t *testing.T) {
+	event := string(containerWrite(t, "/tmp/cgrp/release_agent"))
+	max := len(event) // an event line exactly at the bound passes
+	over := event + " "
+	tests := []struct {
+		name      string
+		in        string
+		wantStats Stats
+		wantErrs  string
+	}{
+		{"at the bound", event + "\n" + event, Stats{Lines: 2, Events: 2, Findings: 2}, ""},
+		{"one byte over, then an event", over + "\n" + event + "\n", Stats{Lines: 2, Events: 1, Findings: 1, Failed: 1},
+			fmt.Sprintf("line 1: longer than %d bytes (the most one event may take); skipped\n", max)},
+		{"over in the middle", event + "\n" + strings.Repeat("x", 5*max) + "\n" + event + "\n",
+			Stats{Lines: 3, Events: 2, Findings: 2, Failed: 1}, fmt.Sprintf("line 2: longer than %d bytes", max)},
+		{"over at the end without newline", event + "\n" + over, Stats{Lines: 2, Events: 1, Findings: 1, Failed: 1},
+			fmt.Sprintf("line 2: longer than %d bytes", max)},
+		{"CRLF at the bound is over: the CR counts", event + "\r\n", Stats{Lines: 1, Failed: 1}, "line 1: longer than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errs bytes.Buffer
+			st, err := run(context.Background(), strings.NewReader(tt.in), &out, &errs, newEngine(t), max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st != tt.wantStats {
+				t.Errorf("Stats = %+v, want %+v", st, tt.wantStats)
+			}
+			if !strings.HasPrefix(errs.String(), tt.wantErrs) || (tt.wantErrs == "") != (errs.Len() == 0) {
+				t.Errorf("errs %q, want %q", errs.String(), tt.wantErrs)
+			}
+		})
+	}
+}
+
+// repeatReader yields n bytes of b, never holding more than b.
+type repeatReader struct {
+	b byte
+	n int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = r.b
+	}
+	r.n -= k
+	return k, nil
+}
+
+// TestRunHugeLineMemory: a line of 64 MiB (a hostile file) costs a replay no more than the bound, not the line:
+// it is reported, the next line is replayed, and the bytes allocated stay far below the line's size.
+func TestRunHugeLineMemory(t *testing.T) {
+	const huge = 64 << 20
+	event := append(containerWrite(t, "/tmp/cgrp/release_agent"), '\n')
+	in := io.MultiReader(bytes.NewReader(event), &repeatReader{b: 'x', n: huge}, strings.NewReader("\n"), bytes.NewReader(event))
+	var out, errs bytes.Buffer
+	eng := newEngine(t)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	st, err := Run(context.Background(), in, &out, &errs, eng)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Stats{Lines: 3, Events: 2, Findings: 2, Failed: 1}); st != want {
+		t.Errorf("Stats = %+v, want %+v", st, want)
+	}
+	if want := fmt.Sprintf("line 2: longer than %d bytes", MaxLineBytes); !strings.HasPrefix(errs.String(), want) {
+		t.Errorf("errs %q, want %q", errs.String(), want)
+	}
+	// What the replay may allocate: the reader's buffer, a line up to the bound while it doubles (about twice
+	// the bound), and the two events' decoding and findings; 8 times the bound leaves room for the runtime.
+	// Reading the huge line whole would take at least its 64 MiB.
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d bytes allocated to replay a %d-byte line between two events", alloc, huge)
+	if alloc > 8*MaxLineBytes {
+		t.Errorf("the replay allocated %d bytes for a %d-byte line, want at most %d", alloc, huge, 8*MaxLineBytes)
 	}
 }

@@ -36,7 +36,7 @@ type Rule interface {
 
 // Default returns escapewatch's built-in rules.
 func Default() []Rule {
-	return []Rule{TRC1010{}, EW1001{}, EW1002{}, EW1003{}, NewEW1004()}
+	return []Rule{TRC1010{}, EW1001{}, EW1002{}, EW1003{}, NewEW1004(), EW1005{}}
 }
 
 // escapeToHost is the MITRE ATT&CK classification every rule here shares (T1611, Escape to Host), with the

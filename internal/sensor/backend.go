@@ -59,6 +59,7 @@ type sharedMaps struct {
 	agentValues    *ebpf.Map // the release_agent value of each hierarchy, to report the one a write replaced
 	agentSetters   *ebpf.Map // who set each hierarchy's release_agent: the record helper execs are judged by
 	hostAgents     *ebpf.Map // the whole values trusted setters left
+	origins        *ebpf.Map // each origin's budget and losses
 }
 
 type hook struct {
@@ -143,7 +144,7 @@ func (*lsmObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 
 func (o *lsmObjects) shared() sharedMaps {
 	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
-		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
 func (o *lsmObjects) hooks() []hook {
@@ -169,7 +170,7 @@ func (*fentryObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 
 func (o *fentryObjects) shared() sharedMaps {
 	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
-		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
 func (o *fentryObjects) hooks() []hook {
@@ -197,7 +198,7 @@ func (*kprobeObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 
 func (o *kprobeObjects) shared() sharedMaps {
 	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
-		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
 func (o *kprobeObjects) hooks() []hook {
@@ -223,7 +224,7 @@ func (*tracepointObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error)
 
 func (o *tracepointObjects) shared() sharedMaps {
 	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
-		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents}
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
 func (o *tracepointObjects) hooks() []hook {

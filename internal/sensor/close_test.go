@@ -16,7 +16,7 @@ func TestPrivilegedStatsAfterClose(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	s := openTestSensor(t)
 	for range 3 {
-		fd, err := unix.Open(h.Agent(), unix.O_RDONLY, 0)
+		fd, err := unix.Open(h.Agent(), unix.O_WRONLY, 0) // opened for writing (reads send nothing), never written
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,6 +38,16 @@ type fentryEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type fentryEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type fentryEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -55,6 +65,7 @@ type fentryEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -82,6 +93,45 @@ type fentryEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type fentryEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			OriginId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    fentryEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -92,9 +142,11 @@ const (
 	fentryMapEwEnforceAllowed              = "ew_enforce_allowed"
 	fentryMapEwEvents                      = "ew_events"
 	fentryMapEwHostAgents                  = "ew_host_agents"
+	fentryMapEwOrigins                     = "ew_origins"
 	fentryMapEwPathScratch                 = "ew_path_scratch"
 	fentryMapEwPendingOptions              = "ew_pending_options"
 	fentryMapEwRecordScratch               = "ew_record_scratch"
+	fentryMapEwWireScratch                 = "ew_wire_scratch"
 	fentryProgEwCgroupDestroyRoot          = "ew_cgroup_destroy_root"
 	fentryProgEwCgroupRemount              = "ew_cgroup_remount"
 	fentryProgEwCgroupSetupRoot            = "ew_cgroup_setup_root"
@@ -184,9 +236,11 @@ type fentryMapSpecs struct {
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // fentryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -226,9 +280,11 @@ type fentryMaps struct {
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *fentryMaps) Close() error {
@@ -239,9 +295,11 @@ func (m *fentryMaps) Close() error {
 		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwHostAgents,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

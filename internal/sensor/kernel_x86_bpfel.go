@@ -27,7 +27,8 @@ const (
 	kernelEwCounterEW_COUNTER_EMITTED     kernelEwCounter = 0
 	kernelEwCounterEW_COUNTER_DROPPED     kernelEwCounter = 1
 	kernelEwCounterEW_COUNTER_KILL_FAILED kernelEwCounter = 2
-	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 3
+	kernelEwCounterEW_COUNTER_LOST_RATE   kernelEwCounter = 3
+	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 4
 )
 
 type kernelEwFact uint32
@@ -59,7 +60,7 @@ const (
 	kernelEwKindEW_KIND_MOUNT_OPTION kernelEwKind = 6
 )
 
-type kernelEwRecord struct {
+type kernelEwRecordHead struct {
 	_         structs.HostLayout
 	Kind      uint32
 	Source    uint32
@@ -71,6 +72,7 @@ type kernelEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -103,11 +105,6 @@ type kernelEwRecord struct {
 		HierarchyId uint32
 		Comm        [16]int8
 	}
-	CgroupPath [512]int8
-	Path       [4096]int8
-	ArgPath    [4096]int8
-	ArgPath2   [4096]int8
-	BasePath   [4096]int8
 }
 
 type kernelEwSetHow uint32

@@ -44,6 +44,16 @@ type kprobeEwNotifyArgs struct {
 	Val uint64
 }
 
+type kprobeEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type kprobeEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -61,6 +71,7 @@ type kprobeEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -88,6 +99,45 @@ type kprobeEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type kprobeEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			OriginId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    kprobeEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -100,9 +150,11 @@ const (
 	kprobeMapEwEvents                = "ew_events"
 	kprobeMapEwHostAgents            = "ew_host_agents"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
+	kprobeMapEwOrigins               = "ew_origins"
 	kprobeMapEwPathScratch           = "ew_path_scratch"
 	kprobeMapEwPendingOptions        = "ew_pending_options"
 	kprobeMapEwRecordScratch         = "ew_record_scratch"
+	kprobeMapEwWireScratch           = "ew_wire_scratch"
 	kprobeProgEwCgroupDestroyRoot    = "ew_cgroup_destroy_root"
 	kprobeProgEwCgroupRemount        = "ew_cgroup_remount"
 	kprobeProgEwCgroupSetupRoot      = "ew_cgroup_setup_root"
@@ -190,9 +242,11 @@ type kprobeMapSpecs struct {
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents      *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
+	EwOrigins         *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch     *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // kprobeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -234,9 +288,11 @@ type kprobeMaps struct {
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents      *ebpf.Map `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
+	EwOrigins         *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions  *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch   *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch     *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *kprobeMaps) Close() error {
@@ -249,9 +305,11 @@ func (m *kprobeMaps) Close() error {
 		m.EwEvents,
 		m.EwHostAgents,
 		m.EwNotifyWriteArgs,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

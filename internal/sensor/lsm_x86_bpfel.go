@@ -38,6 +38,16 @@ type lsmEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type lsmEwOrigin struct {
+	_                 structs.HostLayout
+	Tat               uint64
+	LostRate          uint64
+	LostRing          uint64
+	LastLostNs        uint64
+	LastLostKind      uint32
+	LastLostHierarchy uint32
+}
+
 type lsmEwPathBuf struct {
 	_    structs.HostLayout
 	Data [8192]int8
@@ -55,6 +65,7 @@ type lsmEwRecord struct {
 		BootNs      uint64
 		StartBootNs uint64
 		CgroupId    uint64
+		OriginId    uint64
 		HostPid     uint32
 		HostTid     uint32
 		HostPpid    uint32
@@ -82,6 +93,45 @@ type lsmEwRecord struct {
 	BasePath   [4096]int8
 }
 
+type lsmEwWire struct {
+	_    structs.HostLayout
+	Head struct {
+		_         structs.HostLayout
+		Kind      uint32
+		Source    uint32
+		Ret       int64
+		SyscallNr uint32
+		Facts     uint32
+		Task      struct {
+			_           structs.HostLayout
+			BootNs      uint64
+			StartBootNs uint64
+			CgroupId    uint64
+			OriginId    uint64
+			HostPid     uint32
+			HostTid     uint32
+			HostPpid    uint32
+			Pid         uint32
+			Tid         uint32
+			Ppid        uint32
+			Uid         uint32
+			MntNs       uint32
+			PidNs       uint32
+			Cpu         uint32
+			Comm        [16]int8
+			Hostname    [64]int8
+		}
+		Inode     uint64
+		CtimeNs   uint64
+		Dev       uint32
+		FileFlags uint32
+		Action    uint32
+		Pad0      uint32
+		Setter    lsmEwAgentSetter
+	}
+	Strings [20992]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -92,9 +142,11 @@ const (
 	lsmMapEwEnforceAllowed          = "ew_enforce_allowed"
 	lsmMapEwEvents                  = "ew_events"
 	lsmMapEwHostAgents              = "ew_host_agents"
+	lsmMapEwOrigins                 = "ew_origins"
 	lsmMapEwPathScratch             = "ew_path_scratch"
 	lsmMapEwPendingOptions          = "ew_pending_options"
 	lsmMapEwRecordScratch           = "ew_record_scratch"
+	lsmMapEwWireScratch             = "ew_wire_scratch"
 	lsmProgEwCgroupDestroyRoot      = "ew_cgroup_destroy_root"
 	lsmProgEwCgroupRemount          = "ew_cgroup_remount"
 	lsmProgEwCgroupSetupRoot        = "ew_cgroup_setup_root"
@@ -180,9 +232,11 @@ type lsmMapSpecs struct {
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // lsmVariableSpecs contains global variables before they are loaded into the kernel.
@@ -222,9 +276,11 @@ type lsmMaps struct {
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *lsmMaps) Close() error {
@@ -235,9 +291,11 @@ func (m *lsmMaps) Close() error {
 		m.EwEnforceAllowed,
 		m.EwEvents,
 		m.EwHostAgents,
+		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,
 		m.EwRecordScratch,
+		m.EwWireScratch,
 	)
 }
 

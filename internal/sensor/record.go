@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bytes"
 	"fmt"
 	"unsafe"
 )
@@ -50,6 +51,7 @@ type Setter struct {
 type Task struct {
 	BootNs, StartBootNs uint64
 	CgroupID            uint64
+	OriginID            uint64 // the kernfs id of the cgroup CgroupPath names: the kernel's unit of fairness
 	HostPID, HostTID    uint32
 	HostPPID            uint32
 	PID, TID, PPID      uint32
@@ -62,18 +64,34 @@ type Task struct {
 // Has reports whether every bit of f is set.
 func (r *Record) Has(f kernelEwFact) bool { return r.Facts&f == f }
 
+// recordHeadSize is the fixed part of a record as the kernel sends it (struct ew_record_head).
+const recordHeadSize = int(unsafe.Sizeof(kernelEwRecordHead{}))
+
+// recordStrings is how many NUL-terminated strings follow the head, in the order of struct ew_record.
+const recordStrings = 5
+
 // decodeRecord turns the raw bytes of one ring-buffer sample into a Record. The sample is the C struct
-// ew_record exactly (little-endian, same layout: bpf2go generated the Go type from its BTF).
+// ew_record_head exactly (little-endian, same layout: bpf2go generated the Go type from its BTF), then the
+// record's strings, each ending with its NUL (bpf/maps.h, ew_emit).
 func decodeRecord(raw []byte) (Record, error) {
-	if size := int(unsafe.Sizeof(kernelEwRecord{})); len(raw) < size {
-		return Record{}, fmt.Errorf("short record: %d bytes, want %d", len(raw), size)
+	if len(raw) < recordHeadSize+recordStrings {
+		return Record{}, fmt.Errorf("short record: %d bytes, want at least %d", len(raw), recordHeadSize+recordStrings)
 	}
-	c := (*kernelEwRecord)(unsafe.Pointer(&raw[0]))
+	c := (*kernelEwRecordHead)(unsafe.Pointer(&raw[0]))
 	switch kernelEwKind(c.Kind) {
 	case kernelEwKindEW_KIND_FILE_OPEN, kernelEwKindEW_KIND_INODE_RENAME, kernelEwKindEW_KIND_AGENT_WRITE,
 		kernelEwKindEW_KIND_NOTIFY_WRITE, kernelEwKindEW_KIND_HELPER_EXEC, kernelEwKindEW_KIND_MOUNT_OPTION:
 	default:
 		return Record{}, fmt.Errorf("unknown record kind %d", c.Kind)
+	}
+	var strs [recordStrings]string
+	rest := raw[recordHeadSize:]
+	for i := range strs {
+		end := bytes.IndexByte(rest, 0)
+		if end < 0 {
+			return Record{}, fmt.Errorf("record kind %d: string %d of %d has no end", c.Kind, i+1, recordStrings)
+		}
+		strs[i], rest = string(rest[:end]), rest[end+1:]
 	}
 	t := &c.Task
 	return Record{
@@ -83,7 +101,7 @@ func decodeRecord(raw []byte) (Record, error) {
 		SyscallNr: c.SyscallNr,
 		Facts:     kernelEwFact(c.Facts),
 		Task: Task{
-			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId,
+			BootNs: t.BootNs, StartBootNs: t.StartBootNs, CgroupID: t.CgroupId, OriginID: t.OriginId,
 			HostPID: t.HostPid, HostTID: t.HostTid, HostPPID: t.HostPpid,
 			PID: t.Pid, TID: t.Tid, PPID: t.Ppid, UID: t.Uid,
 			MntNS: t.MntNs, PidNS: t.PidNs, CPU: t.Cpu,
@@ -94,11 +112,11 @@ func decodeRecord(raw []byte) (Record, error) {
 		Dev:        c.Dev,
 		FileFlags:  c.FileFlags,
 		Action:     c.Action,
-		CgroupPath: cString(c.CgroupPath[:]),
-		Path:       cString(c.Path[:]),
-		ArgPath:    cString(c.ArgPath[:]),
-		ArgPath2:   cString(c.ArgPath2[:]),
-		BasePath:   cString(c.BasePath[:]),
+		CgroupPath: strs[0],
+		Path:       strs[1],
+		ArgPath:    strs[2],
+		ArgPath2:   strs[3],
+		BasePath:   strs[4],
 		Setter: Setter{
 			ValueHash: c.Setter.ValueHash, BootNs: c.Setter.BootNs, CgroupID: c.Setter.CgroupId,
 			How: kernelEwSetHow(c.Setter.How), Trust: kernelEwTrust(c.Setter.Trust),

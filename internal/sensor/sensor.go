@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,11 +68,12 @@ type Sensor struct {
 	filtered     atomic.Uint64 // renames that user space found not to target the real release_agent
 }
 
-// Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full;
-// KernelKillsFailed are --enforce kills the kernel refused to send (those records say alert).
+// Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full,
+// KernelOverBudget those an origin sent beyond its budget (bpf/emit.h); KernelKillsFailed are --enforce kills
+// the kernel refused to send (those records say alert).
 type Stats struct {
-	Records, DecodeErrors, Filtered                 uint64
-	KernelEmitted, KernelDropped, KernelKillsFailed uint64
+	Records, DecodeErrors, Filtered                                   uint64
+	KernelEmitted, KernelDropped, KernelOverBudget, KernelKillsFailed uint64
 }
 
 // Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
@@ -243,20 +245,34 @@ func (s *Sensor) Run(ctx context.Context, emit func(*event.Event)) error {
 		}
 	})
 	defer stop()
+	l := newLosses()
 	var rec ringbuf.Record
+	s.reader.SetDeadline(time.Now().Add(lossInterval))
 	for {
 		err := s.reader.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if err := s.reportLosses(l, emit); err != nil {
+				s.log.Error("report lost records", "err", err)
+			}
+			s.reader.SetDeadline(time.Now().Add(lossInterval))
+			continue
+		}
 		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+			if errors.Is(err, ringbuf.ErrFlushed) { // the losses counted until the programs detached
+				if err := s.reportLosses(l, emit); err != nil {
+					s.log.Error("report lost records", "err", err)
+				}
+			}
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read the ring buffer: %w", err)
 		}
-		s.handle(rec.RawSample, emit)
+		s.handle(rec.RawSample, emit, l)
 	}
 }
 
-func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
+func (s *Sensor) handle(raw []byte, emit func(*event.Event), l *losses) {
 	s.records.Add(1)
 	r, err := decodeRecord(raw)
 	if err != nil {
@@ -264,6 +280,7 @@ func (s *Sensor) handle(raw []byte, emit func(*event.Event)) {
 		s.log.Error("undecodable kernel record dropped", "err", err)
 		return
 	}
+	l.remember(&r)
 	if r.Kind == kernelEwKindEW_KIND_INODE_RENAME && !s.anyFS && !s.conv.renameTargetsAgent(&r) {
 		s.filtered.Add(1)
 		return
@@ -287,8 +304,9 @@ func (s *Sensor) Stats() Stats {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	if s.final != nil {
-		st.KernelEmitted, st.KernelDropped, st.KernelKillsFailed = s.final.KernelEmitted, s.final.KernelDropped, s.final.KernelKillsFailed
-		return st
+		final := *s.final
+		final.Records, final.DecodeErrors, final.Filtered = st.Records, st.DecodeErrors, st.Filtered
+		return final
 	}
 	s.readKernelCounters(&st)
 	return st
@@ -299,6 +317,7 @@ func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelEmitted, _ = s.counter(kernelEwCounterEW_COUNTER_EMITTED)
 	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
 	st.KernelKillsFailed, _ = s.counter(kernelEwCounterEW_COUNTER_KILL_FAILED)
+	st.KernelOverBudget, _ = s.counter(kernelEwCounterEW_COUNTER_LOST_RATE)
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {

@@ -2,11 +2,15 @@ package sensor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -15,67 +19,145 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-func TestDecodeRecordRejectsBadSamples(t *testing.T) {
-	size := int(unsafe.Sizeof(kernelEwRecord{}))
+func TestDecodeRecord(t *testing.T) {
+	head := make([]byte, recordHeadSize)
+	head[0] = byte(kernelEwKindEW_KIND_AGENT_WRITE)
+	strs := func(s ...string) []byte { return []byte(strings.Join(s, "\x00") + "\x00") }
 	tests := []struct {
-		name string
-		raw  []byte
+		name    string
+		raw     []byte
+		wantErr string
+		want    [recordStrings]string
 	}{
-		{"empty", []byte{}},
-		{"short", make([]byte, size-1)},
-		{"kind 0", make([]byte, size)},
-		{"unknown kind", append([]byte{9, 0, 0, 0}, make([]byte, size-4)...)},
+		{name: "empty", raw: []byte{}, wantErr: "short record"},
+		{name: "head only", raw: head, wantErr: "short record"},
+		{name: "kind 0", raw: append(make([]byte, recordHeadSize), strs("", "", "", "", "")...), wantErr: "unknown record kind 0"},
+		{name: "unknown kind", raw: append(append([]byte{9, 0, 0, 0}, make([]byte, recordHeadSize-4)...), strs("", "", "", "", "")...),
+			wantErr: "unknown record kind 9"},
+		{name: "four strings", raw: append(slices.Clone(head), strs("/c", "/p", "v", "")...), wantErr: "string 5 of 5 has no end"},
+		{name: "unterminated", raw: append(slices.Clone(head), []byte("/c\x00/p\x00v\x00\x00base")...), wantErr: "string 5 of 5 has no end"},
+		{name: "whole", raw: append(slices.Clone(head), strs("/docker/abc", "/sys/fs/cgroup/x/release_agent", "/payload", "", "x")...),
+			want: [recordStrings]string{"/docker/abc", "/sys/fs/cgroup/x/release_agent", "/payload", "", "x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := decodeRecord(tt.raw); err == nil {
-				t.Fatal("want an error")
+			r, err := decodeRecord(tt.raw)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := [recordStrings]string{r.CgroupPath, r.Path, r.ArgPath, r.ArgPath2, r.BasePath}; got != tt.want {
+				t.Errorf("strings %q, want %q", got, tt.want)
 			}
 		})
 	}
 }
 
-// TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it: every open of the real
-// release_agent is either delivered or counted as dropped by the kernel, none vanishes.
+// floodScript is a shell script that joins the cgroups dirs, prints its pid, and opens path for writing n times
+// (never writing).
+func floodScript(dirs []string, path string, n int) string {
+	return testutil.JoinCgroups(dirs) + fmt.Sprintf(`echo $$; i=0; while [ $i -lt %d ]; do exec 3>>%s; i=$((i+1)); done`, n, path)
+}
+
+// runFlood runs floodScript in a new cgroup named name and returns the shell's pid.
+func runFlood(t *testing.T, name, path string, n int) int {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", floodScript(testutil.CgroupDirs(t, name), path, n)).Output()
+	if err != nil {
+		t.Fatalf("flood from %s: %v", name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("flood from %s printed %q", name, out)
+	}
+	return pid
+}
+
+// drain detaches the sensor and returns every event it delivers, the losses it reports included.
+func drain(t *testing.T, s *Sensor) []event.Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run detaches, then delivers what was emitted and reports what was lost
+	var mu sync.Mutex
+	var evs []event.Event
+	if err := s.Run(ctx, func(ev *event.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		evs = append(evs, *ev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestPrivilegedLossesPerOrigin: a storm from one cgroup is limited to that cgroup's budget in the kernel, and
+// every record it loses is counted against it and reported (records_lost), while another cgroup's one record
+// gets through.
+func TestPrivilegedLossesPerOrigin(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	const storm = 3000
+	stormName, quietName := "ewstorm"+strconv.Itoa(os.Getpid()), "ewquiet"+strconv.Itoa(os.Getpid())
+	stormPID := runFlood(t, stormName, h.Agent(), storm)
+	quietPID := runFlood(t, quietName, h.Agent(), 1)
+
+	delivered := map[int]int{}
+	var lost uint64
+	for _, ev := range drain(t, s) {
+		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
+			delivered[ev.HostProcessID]++
+		}
+		if c, _ := ev.Arg("cgroup"); ev.EventName == event.RecordsLost && strings.HasSuffix(c.Value.(string), "/"+stormName) {
+			n, _ := ev.Arg("lost")
+			lost += n.Value.(uint64)
+			if ev.HostProcessID != stormPID {
+				t.Errorf("records_lost attributed to pid %d, want the storm's %d", ev.HostProcessID, stormPID)
+			}
+		}
+	}
+	if delivered[quietPID] != 1 {
+		t.Errorf("the quiet cgroup's one open: %d records, want 1", delivered[quietPID])
+	}
+	if lost == 0 || uint64(delivered[stormPID])+lost != storm {
+		t.Errorf("the storm's %d opens: %d delivered + %d reported lost, want every one accounted for and some lost",
+			storm, delivered[stormPID], lost)
+	}
+	t.Logf("storm: %d delivered, %d lost", delivered[stormPID], lost)
+}
+
+// TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it, from many cgroups (each within its
+// budget at first): every open of the real release_agent for writing is either delivered or counted as lost
+// (ring full, or over budget), none vanishes.
 func TestPrivilegedDropsAreCounted(t *testing.T) {
 	h := testutil.MountHierarchy(t)
 	s := openTestSensor(t)
 	defer s.Close()
-
-	capacity := s.reader.BufferSize() / int(unsafe.Sizeof(kernelEwRecord{}))
-	opens := capacity + 100
-	for range opens {
-		fd, err := unix.Open(h.Agent(), unix.O_RDONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		unix.Close(fd)
+	const origins, each = 50, 600
+	for i := range origins {
+		runFlood(t, fmt.Sprintf("ewring%d_%d", os.Getpid(), i), h.Agent(), each)
 	}
 	if st := s.Stats(); st.KernelDropped == 0 {
-		t.Fatalf("after %d opens into a buffer for about %d records: no drops counted (emitted %d)", opens, capacity, st.KernelEmitted)
+		t.Fatalf("after %d opens into a buffer of %d bytes: no drops counted (emitted %d)", origins*each, s.reader.BufferSize(), st.KernelEmitted)
 	}
-
-	// Run detaches, then delivers every record that was emitted. Other tests may open release_agents at the
-	// same time (the kernel counters are global), so ours are told apart by path.
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	var mu sync.Mutex
 	ours := 0
-	if err := s.Run(ctx, func(ev *event.Event) {
-		mu.Lock()
-		defer mu.Unlock()
+	for _, ev := range drain(t, s) {
 		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
 			ours++
 		}
-	}); err != nil {
-		t.Fatal(err)
 	}
+	// Other tests may open release_agents at the same time (the kernel counters are global).
 	st := s.Stats()
 	if st.Records != st.KernelEmitted {
 		t.Errorf("delivered %d records, the kernel emitted %d", st.Records, st.KernelEmitted)
 	}
-	if uint64(ours)+st.KernelDropped < uint64(opens) {
-		t.Errorf("%d opens: %d delivered + %d dropped: some vanished", opens, ours, st.KernelDropped)
+	if uint64(ours)+st.KernelDropped+st.KernelOverBudget < origins*each {
+		t.Errorf("%d opens: %d delivered + %d dropped + %d over budget: some vanished", origins*each, ours, st.KernelDropped, st.KernelOverBudget)
 	}
 }
 
@@ -111,4 +193,31 @@ func openTestSensor(tb testing.TB) *Sensor {
 		tb.Fatal(err)
 	}
 	return s
+}
+
+// TestPrivilegedReadsStayInKernel: opens of the real release_agent for reading never leave the kernel (a
+// container reading it in a loop must not fill the ring); the one open for writing does.
+func TestPrivilegedReadsStayInKernel(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	for _, flags := range append(slices.Repeat([]int{unix.O_RDONLY, unix.O_RDONLY | unix.O_TRUNC}, 100), unix.O_WRONLY) {
+		fd, err := unix.Open(h.Agent(), flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	var ours []event.Event
+	for _, ev := range drain(t, s) {
+		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
+			ours = append(ours, ev)
+		}
+	}
+	if len(ours) != 1 {
+		t.Fatalf("200 opens for reading and 1 for writing: %d records, want 1", len(ours))
+	}
+	if flags, _ := ours[0].Arg("flags"); flags.Value.(int32)&unix.O_ACCMODE != unix.O_WRONLY {
+		t.Errorf("the record's flags %v, want O_WRONLY", flags.Value)
+	}
 }

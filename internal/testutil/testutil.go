@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -128,4 +129,50 @@ func MountTmpfs(t testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// CgroupDirs creates cgroup name in every hierarchy a process's cgroup path may come from (the unified one, the
+// v1 controller hierarchies but cpuset, whose new cgroups have no CPUs) and removes them when the test ends.
+func CgroupDirs(t testing.TB, name string) []string {
+	t.Helper()
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		fields, super := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(super) < 3 || fields[3] != "/" {
+			continue
+		}
+		v1Controller := super[0] == "cgroup" && !strings.Contains(super[2], "name=") && !strings.Contains(super[2], "cpuset")
+		if super[0] != "cgroup2" && !v1Controller {
+			continue
+		}
+		root, dir := fields[4], filepath.Join(fields[4], name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Deepest first; a parent another entry still uses is removed by that entry's cleanup.
+			for p := dir; p != root; p = filepath.Dir(p) {
+				os.Remove(p)
+			}
+		})
+		dirs = append(dirs, dir)
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no cgroup hierarchy to place a process in")
+	}
+	return dirs
+}
+
+// JoinCgroups is a shell prefix that moves the shell into every one of dirs.
+func JoinCgroups(dirs []string) string {
+	var b strings.Builder
+	for _, d := range dirs {
+		b.WriteString("echo $$ > " + d + "/cgroup.procs; ")
+	}
+	return b.String()
 }

@@ -129,52 +129,6 @@ func TestPrivilegedEnforceEarlyDescriptor(t *testing.T) {
 	}
 }
 
-// cgroupDirs creates cgroup name in every hierarchy a process's cgroup path may come from (the unified one, the
-// v1 controller hierarchies but cpuset, whose new cgroups have no CPUs) and removes them when the test ends.
-func cgroupDirs(t *testing.T, name string) []string {
-	t.Helper()
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for _, line := range strings.Split(string(mountinfo), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		fields, super := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(super) < 3 || fields[3] != "/" {
-			continue
-		}
-		v1Controller := super[0] == "cgroup" && !strings.Contains(super[2], "name=") && !strings.Contains(super[2], "cpuset")
-		if super[0] != "cgroup2" && !v1Controller {
-			continue
-		}
-		root, dir := fields[4], filepath.Join(fields[4], name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			// Deepest first; a parent another entry still uses is removed by that entry's cleanup.
-			for p := dir; p != root; p = filepath.Dir(p) {
-				os.Remove(p)
-			}
-		})
-		dirs = append(dirs, dir)
-	}
-	if len(dirs) == 0 {
-		t.Fatal("no cgroup hierarchy to place a process in")
-	}
-	return dirs
-}
-
-// joinCgroups is a shell prefix that moves the shell into every one of dirs.
-func joinCgroups(dirs []string) string {
-	var b strings.Builder
-	for _, d := range dirs {
-		b.WriteString("echo $$ > " + d + "/cgroup.procs; ")
-	}
-	return b.String()
-}
-
 // TestPrivilegedEnforceAllowCgroup: under --enforce, writers in an allowed cgroup (config enforceAllow) or below
 // it may set release_agent; a cgroup whose name merely starts with the allowed one is not allowed, nor is a
 // cgroup nested so deep that only its lower part, which looks allowed, fits the kernel's walk.
@@ -186,10 +140,10 @@ func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
 	}
 	s := startSensor(t, "--config", cfg)
 	h := testutil.MountHierarchy(t)
-	inside := cgroupDirs(t, allowed[1:])
-	below := cgroupDirs(t, allowed[1:]+"/child")
-	lookalike := cgroupDirs(t, allowed[1:]+"x")
-	deep := cgroupDirs(t, "ewdeep"+randomHex(t, 4)+allowed+"/1/2/3/4/5/6/7/8/9/10/11")
+	inside := testutil.CgroupDirs(t, allowed[1:])
+	below := testutil.CgroupDirs(t, allowed[1:]+"/child")
+	lookalike := testutil.CgroupDirs(t, allowed[1:]+"x")
+	deep := testutil.CgroupDirs(t, "ewdeep"+randomHex(t, 4)+allowed+"/1/2/3/4/5/6/7/8/9/10/11")
 	for _, c := range []struct {
 		what    string
 		dirs    []string
@@ -199,7 +153,7 @@ func TestPrivilegedEnforceAllowCgroup(t *testing.T) {
 		{"in a cgroup whose lower 12 levels look allowed", deep, false},
 	} {
 		value := "/" + strings.ReplaceAll(c.what, " ", "-")
-		argv := inNamespace("sh", "-c", joinCgroups(c.dirs)+shellAct+"echo "+value+" > "+h.Agent())
+		argv := inNamespace("sh", "-c", testutil.JoinCgroups(c.dirs)+shellAct+"echo "+value+" > "+h.Agent())
 		out, err := exec.Command(argv[0], argv[1:]...).Output()
 		act := parseActor(t, string(out))
 		if c.allowed {

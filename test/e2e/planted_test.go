@@ -55,14 +55,18 @@ var plantings = []planting{
 		if err := os.WriteFile(script, []byte(cloneFilesPy), 0o644); err != nil {
 			panic(err)
 		}
-		return "python3 " + script + " " + dir + "/release_agent " + agent
+		done := filepath.Join(tmp, "sibling-done")
+		// The sibling outlives a killed opener: wait until it wrote (or, killed at its write, set the value), so
+		// the release comes after.
+		return "python3 " + script + " " + dir + "/release_agent " + agent + " " + done +
+			"; for i in $(seq 100); do [ -e " + done + " ] && break; grep -q . " + dir + "/release_agent && break; sleep 0.05; done"
 	}, how: []string{event.SetWrite}},
 }
 
 // cloneFilesPy forks a sibling with CLONE_FILES, then opens PATH for writing; the sibling waits for that
-// descriptor to appear in the shared table and writes VALUE through it.
+// descriptor to appear in the shared table, writes VALUE through it, and creates DONE when it is finished.
 const cloneFilesPy = `import ctypes, os, sys, time
-path, value = sys.argv[1], sys.argv[2].encode()
+path, value, done = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 CLONE_FILES, SIGCHLD, SYS_clone = 0x400, 17, 56
@@ -73,11 +77,15 @@ if pid == 0:
         for fd in range(3, 64):
             try:
                 if os.readlink("/proc/self/fd/%d" % fd).endswith("/release_agent"):
-                    os.write(fd, value)
+                    try:
+                        os.write(fd, value)
+                    finally:
+                        open(done, "w").close()
                     os._exit(0)
             except OSError:
                 pass
         time.sleep(0.01)
+    open(done, "w").close()
     os._exit(1)
 time.sleep(0.05)
 try:

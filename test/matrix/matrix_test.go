@@ -213,6 +213,15 @@ func guestFiles(t *testing.T) map[string]string {
 		files[f] = f
 	}
 	files[filepath.Join(lib[0], "encodings")] = filepath.Join(lib[0], "encodings")
+	// ctypes, for the tests' raw clone(CLONE_FILES) (test/e2e/planted_test.go), with its C part and libffi.
+	files[filepath.Join(lib[0], "ctypes")] = filepath.Join(lib[0], "ctypes")
+	cmod, err := filepath.Glob(filepath.Join(lib[0], "lib-dynload", "_ctypes.cpython-*.so"))
+	if err != nil || len(cmod) != 1 {
+		t.Fatalf("find python's _ctypes module (apt-get install python3): %v %v", cmod, err)
+	}
+	if err := vm.AddExecutable(files, cmod[0]); err != nil {
+		t.Fatalf("guest python ctypes: %v", err)
+	}
 	return files
 }
 

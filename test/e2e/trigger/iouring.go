@@ -212,15 +212,11 @@ func ioUringSplice(path string, value []byte) error {
 		return err
 	}
 	defer unix.Close(fd)
-	var p [2]int
-	if err := unix.Pipe(p[:]); err != nil {
+	in, err := valuePipe(value)
+	if err != nil {
 		return err
 	}
-	defer unix.Close(p[0])
-	if _, err := unix.Write(p[1], value); err != nil {
-		return err
-	}
-	unix.Close(p[1])
+	defer unix.Close(in)
 	r, err := newRing()
 	if err != nil {
 		return err
@@ -228,6 +224,6 @@ func ioUringSplice(path string, value []byte) error {
 	defer unix.Close(r.fd)
 	// Offsets of -1 (a pipe has none; the file's own position), the input descriptor in splice_fd_in.
 	_, err = r.run(sqe{Opcode: opSplice, Fd: int32(fd), Off: ^uint64(0), Addr: ^uint64(0), Len: uint32(len(value)),
-		FileIndex: uint32(p[0])}, "IORING_OP_SPLICE")
+		FileIndex: uint32(in)}, "IORING_OP_SPLICE")
 	return err
 }

@@ -217,16 +217,12 @@ func writeVia(method, path string, value []byte) error {
 		defer tmp.Close()
 		_, err = unix.CopyFileRange(int(tmp.Fd()), nil, fd, nil, len(value), 0)
 	case "splice": // from a pipe holding the value
-		var p [2]int
-		if err := unix.Pipe(p[:]); err != nil {
-			return err
+		in, perr := valuePipe(value)
+		if perr != nil {
+			return perr
 		}
-		defer unix.Close(p[0])
-		if _, err := unix.Write(p[1], value); err != nil {
-			return err
-		}
-		unix.Close(p[1])
-		_, err = unix.Splice(p[0], nil, fd, nil, len(value), 0)
+		defer unix.Close(in)
+		_, err = unix.Splice(in, nil, fd, nil, len(value), 0)
 	case "sendfile": // from a temporary file holding the value
 		tmp, terr := valueFile(value)
 		if terr != nil {
@@ -303,6 +299,20 @@ func aioWrite(fd int, value []byte, decoys int) error {
 		}
 	}
 	return nil
+}
+
+// valuePipe returns the read end of a pipe holding value, its write end closed.
+func valuePipe(value []byte) (int, error) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return -1, err
+	}
+	defer unix.Close(p[1])
+	if _, err := unix.Write(p[1], value); err != nil {
+		unix.Close(p[0])
+		return -1, err
+	}
+	return p[0], nil
 }
 
 // valueFile is an unlinked temporary file holding value, read from its start.

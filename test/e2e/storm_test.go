@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"escapewatch/internal/event"
+	"escapewatch/internal/testutil"
+)
+
+// stormWrites is how many values the storm writes (two records each): many times the storming cgroup's budget
+// (500 at once, 100 a second) in the time it takes, even on an emulated CPU.
+const stormWrites = 5000
+
+// maxSensorRSS bounds the sensor's resident memory after the storm (the race detector multiplies it).
+func maxSensorRSS() int {
+	if raceDetector {
+		return 400 << 20
+	}
+	return 100 << 20
+}
+
+// TestPrivilegedStormCannotHideEscape: a namespaced process in one cgroup reads release_agent in a loop, then
+// writes changing values into it, for seconds; meanwhile a process in another cgroup runs the whole escape. The
+// escape's findings all arrive (TRC-1010, EW-1001, EW-1004), the storm shows as EW-1005 summaries that count
+// what was lost and give the hierarchy's release_agent as the kernel has it, and the sensor's memory stays
+// bounded.
+func TestPrivilegedStormCannotHideEscape(t *testing.T) {
+	s := startSensor(t)
+	noise := testutil.MountHierarchy(t)
+	h := testutil.MountHierarchy(t)
+	stormDirs := testutil.CgroupDirs(t, "ewstorm"+randomHex(t, 4))
+	escapeDirs := testutil.CgroupDirs(t, "ewescape"+randomHex(t, 4))
+
+	argv := inNamespace("sh", "-c", testutil.JoinCgroups(stormDirs)+shellAct+fmt.Sprintf(
+		`i=0; while [ $i -lt 2000 ]; do read -r v < %[1]s; i=$((i+1)); done
+i=0; while [ $i -lt %[2]d ]; do i=$((i+1)); echo /storm-$i > %[1]s; done
+echo /storm-final > %[1]s`, noise.Agent(), stormWrites))
+	storm := exec.Command(argv[0], argv[1:]...)
+	stormOut := &syncBuffer{}
+	storm.Stdout = stormOut
+	if err := storm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The escape runs once the storm has exhausted its budget.
+	for start := time.Now(); len(s.matching(func(f finding) bool { return f.SigMetadata.ID == "EW-1005" })) == 0; {
+		if time.Since(start) > waitLimit {
+			t.Fatal("no EW-1005: the storm never exceeded its budget")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	marker := filepath.Join(t.TempDir(), "escaped")
+	agent := agentScript(t, marker)
+	escape := runAct(t, inNamespace("sh", "-c", testutil.JoinCgroups(escapeDirs)+shellAct+fmt.Sprintf(
+		`echo %[2]s > %[1]s/release_agent; mkdir -p %[1]s/x; echo 1 > %[1]s/x/notify_on_release
+sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
+	if err := storm.Wait(); err != nil {
+		t.Fatalf("the storm: %v", err)
+	}
+	stormer := parseActor(t, stormOut.String())
+
+	s.waitFor(t, "the escape's TRC-1010", trc1010By(escape.HostPID))
+	s.waitFor(t, "the escape's EW-1001", changedBy(escape.HostPID))
+	executedAgent(t, s, agent)
+	if !waitForFile(marker, waitLimit) {
+		t.Fatal("the agent never ran: the escape did not work")
+	}
+
+	// The storm's last value is known: its write was delivered (the budget had refilled a little), or the losses
+	// that followed it are summarised with it, from the kernel's state.
+	final := s.waitFor(t, "the storm's final value", func(f finding) bool {
+		return (f.SigMetadata.ID == "EW-1005" && f.Data["releaseAgent"] == "/storm-final") ||
+			(f.SigMetadata.ID == "EW-1001" && f.Data["value"] == "/storm-final")
+	})
+	summaries := s.matching(func(f finding) bool { return f.SigMetadata.ID == "EW-1005" && f.Data["hierarchy"] == noise.Name })
+	if len(summaries) == 0 {
+		t.Fatalf("no EW-1005 for the storm's hierarchy %s (the final value came as %s)", noise.Name, final.SigMetadata.ID)
+	}
+	summary := summaries[len(summaries)-1]
+	var lost float64
+	for _, f := range s.matching(func(f finding) bool { return f.SigMetadata.ID == "EW-1005" }) {
+		if strings.HasSuffix(fmt.Sprint(f.Data["cgroup"]), filepath.Base(stormDirs[0])) {
+			n, _ := f.Data["lost"].(float64)
+			lost += n
+		}
+	}
+	setBy, _ := summary.Data["setBy"].(map[string]any)
+	if lost == 0 || summary.Data["hierarchy"] != noise.Name || setBy["trust"] != event.TrustOutside {
+		t.Errorf("storm summaries: %v lost in all; last %v; want losses counted, hierarchy %s set from outside",
+			lost, summary.Data, noise.Name)
+	}
+	changed := len(s.matching(func(f finding) bool {
+		return f.SigMetadata.ID == "EW-1001" && f.Event.HostProcessID == stormer.HostPID
+	}))
+	t.Logf("storm: %d EW-1001 findings delivered, %v records reported lost", changed, lost)
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")))
+			if n<<10 > maxSensorRSS() {
+				t.Errorf("sensor RSS %d KiB after the storm, want at most %d MiB", n, maxSensorRSS()>>20)
+			}
+			t.Logf("sensor RSS after the storm: %d KiB", n)
+		}
+	}
+}
