@@ -148,6 +148,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// The metrics endpoint serves while the sensor loads (the programs can take seconds), so its sources read
 	// the sensor through live, which holds nothing until Open returned. Sensor.Stats stays valid after Close.
 	var live atomic.Pointer[sensor.Sensor]
+	var pipe atomic.Pointer[pipeline.Pipeline]
 	m := metrics.New(buildVersion(), metrics.Sources{
 		KernelEmitted:     func() uint64 { return sensorStat(live.Load()).KernelEmitted },
 		KernelDropped:     func() uint64 { return sensorStat(live.Load()).KernelDropped },
@@ -155,6 +156,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
+		Stages:            func() []metrics.StageStats { return stageStats(pipe.Load()) },
 		EnrichHits:        func() uint64 { return runtimes.Stats().Hits },
 		EnrichMisses:      func() uint64 { return runtimes.Stats().Misses },
 		EnrichErrors:      func() uint64 { return runtimes.Stats().Errors },
@@ -186,6 +188,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Engine: eng, Allow: suppress.Allowlist(cfg.Allow), Window: time.Duration(cfg.AggregateWindow),
 		Out: out, Runtimes: runtimes, Metrics: m, Logger: log,
 	})
+	pipe.Store(p)
 	// The helpers stop when the sensor does, also when it stops on an error.
 	helpers, stopHelpers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -314,4 +317,16 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)
+}
+
+// stageStats are the pipeline's queues for the metrics (none before the pipeline exists).
+func stageStats(p *pipeline.Pipeline) []metrics.StageStats {
+	if p == nil {
+		return nil
+	}
+	var out []metrics.StageStats
+	for _, s := range p.Stats() {
+		out = append(out, metrics.StageStats{Name: s.Stage, Queued: s.Len, Shed: s.Shed})
+	}
+	return out
 }

@@ -19,6 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// StageStats is one pipeline stage's queue: what waits in it, and what it shed.
+type StageStats struct {
+	Name   string
+	Queued int
+	Shed   uint64
+}
+
 // SinkStats is one output's delivery state.
 type SinkStats struct {
 	Name                       string
@@ -31,6 +38,7 @@ type Sources struct {
 	KernelEmitted, KernelDropped, Undecodable func() uint64
 	KernelKillsFailed, KernelOverBudget       func() uint64
 	Sinks                                     func() []SinkStats
+	Stages                                    func() []StageStats
 	EnrichHits, EnrichMisses, EnrichErrors    func() uint64
 }
 
@@ -235,6 +243,8 @@ var (
 	deliveredDesc     = prometheus.NewDesc("escapewatch_sink_delivered_total", "Findings delivered, by output.", []string{"sink"}, nil)
 	failedDesc        = prometheus.NewDesc("escapewatch_sink_failures_total", "Failed delivery attempts (retried), by output.", []string{"sink"}, nil)
 	droppedDesc       = prometheus.NewDesc("escapewatch_sink_dropped_total", "Findings an output lost (spool full, or refused for good), by output.", []string{"sink"}, nil)
+	stageQueuedDesc   = prometheus.NewDesc("escapewatch_pipeline_queued", "Events waiting for a pipeline stage.", []string{"stage"}, nil)
+	stageShedDesc     = prometheus.NewDesc("escapewatch_pipeline_shed_total", "Events a pipeline stage's queue shed (the least important first) because the sensor was not keeping up.", []string{"stage"}, nil)
 	spoolEntriesDesc  = prometheus.NewDesc("escapewatch_spool_entries", "Findings waiting in an output's spool.", []string{"sink"}, nil)
 	spoolBytesDesc    = prometheus.NewDesc("escapewatch_spool_bytes", "Bytes in an output's spool.", []string{"sink"}, nil)
 	enrichDesc        = prometheus.NewDesc("escapewatch_enrichment_lookups_total", "Container runtime lookups, by result.", []string{"result"}, nil)
@@ -242,7 +252,7 @@ var (
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, overBudgetDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
-		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc} {
+		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc, stageQueuedDesc, stageShedDesc} {
 		ch <- d
 	}
 }
@@ -261,6 +271,12 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(enrichDesc, c.src.EnrichHits, "hit")
 	counter(enrichDesc, c.src.EnrichMisses, "miss")
 	counter(enrichDesc, c.src.EnrichErrors, "error")
+	if c.src.Stages != nil {
+		for _, s := range c.src.Stages() {
+			ch <- prometheus.MustNewConstMetric(stageQueuedDesc, prometheus.GaugeValue, float64(s.Queued), s.Name)
+			ch <- prometheus.MustNewConstMetric(stageShedDesc, prometheus.CounterValue, float64(s.Shed), s.Name)
+		}
+	}
 	if c.src.Sinks == nil {
 		return
 	}

@@ -1,7 +1,6 @@
 package sensor
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path"
@@ -38,7 +37,6 @@ var actionNames = map[kernelEwAction]string{
 // converter turns kernel records into Tracee-shaped events.
 type converter struct {
 	classifier *enrich.Classifier
-	runtimes   *enrich.Runtimes // nil: no runtime API lookups
 	// bootToEpoch is added to boot-clock nanoseconds to give wall-clock nanoseconds, as Tracee reports.
 	bootToEpoch int64
 	procRoot    string
@@ -54,7 +52,7 @@ type processKey struct {
 // maxCachedProcesses bounds the executable cache; when full it starts over.
 const maxCachedProcesses = 4096
 
-func newConverter(classifier *enrich.Classifier, runtimes *enrich.Runtimes) (*converter, error) {
+func newConverter(classifier *enrich.Classifier) (*converter, error) {
 	var boot unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
 		return nil, fmt.Errorf("read the boot clock: %w", err)
@@ -64,7 +62,7 @@ func newConverter(classifier *enrich.Classifier, runtimes *enrich.Runtimes) (*co
 		return nil, fmt.Errorf("read the wall clock: %w", err)
 	}
 	return &converter{
-		classifier: classifier, runtimes: runtimes, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc",
+		classifier: classifier, bootToEpoch: real.Nano() - boot.Nano(), procRoot: "/proc",
 		executables: map[processKey]string{},
 	}, nil
 }
@@ -154,7 +152,6 @@ func (c *converter) event(r *Record) event.Event {
 		ev.Args = c.helperArgs(r)
 	}
 	ev.ArgsNum = len(ev.Args)
-	c.enrich(&ev, ctr)
 	return ev
 }
 
@@ -225,20 +222,6 @@ func truncatedArgs(r *Record) []string {
 		}
 	}
 	return cut
-}
-
-// enrich adds what the container's runtime knows: name, image, pod. The lookup waits a bounded time; a
-// runtime that answers later fills the cache for the next event.
-func (c *converter) enrich(ev *event.Event, ctr enrich.Container) {
-	if ctr.ID == "" || c.runtimes == nil {
-		return
-	}
-	d := c.runtimes.Lookup(context.Background(), ctr)
-	ev.Container.Name, ev.Container.ImageName, ev.Container.ImageDigest = d.Name, d.Image, d.ImageDigest
-	ev.Kubernetes.PodName, ev.Kubernetes.PodNamespace = d.PodName, d.PodNamespace
-	if d.PodUID != "" {
-		ev.Kubernetes.PodUID = d.PodUID
-	}
 }
 
 func (c *converter) syscallName(r *Record) string {

@@ -18,7 +18,7 @@ func TestEventTruncated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv, err := newConverter(classifier, nil)
+	conv, err := newConverter(classifier)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,6 @@ func (s *Sensor) lossEvent(l *losses, key uint64, o *tracepointEwOrigin, lost ui
 		ev.Args = append(ev.Args, s.hierarchyState(o.LastLostHierarchy)...)
 	}
 	ev.ArgsNum = len(ev.Args)
-	s.conv.enrich(&ev, ctr)
 	return ev
 }
 

@@ -42,8 +42,6 @@ type Config struct {
 	HostReleaseAgents []string
 	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
-	// Runtimes, if set, adds container names, images and pods from the runtimes' APIs.
-	Runtimes *enrich.Runtimes
 	Logger   *slog.Logger
 }
 
@@ -126,7 +124,7 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 			return nil, fmt.Errorf("%w: %w", errNotAvailable, err)
 		}
 	}
-	conv, err := newConverter(cfg.Classifier, cfg.Runtimes)
+	conv, err := newConverter(cfg.Classifier)
 	if err != nil {
 		return nil, err
 	}
