@@ -112,7 +112,12 @@ static __always_inline void ew_emit(struct ew_record *r)
 	off = ew_wire_string(w, off, r->arg_path2, EW_PATH_MAX);
 	off = ew_wire_string(w, off, r->base_path, EW_PATH_MAX);
 	ew_clamp(off, EW_WIRE_STRINGS);
-	if (bpf_ringbuf_output(&ew_events, w, sizeof(w->head) + off, 0)) {
+	long err;
+	if (r->kind == EW_KIND_HELPER_EXEC)
+		err = bpf_ringbuf_output(&ew_helper_events, w, sizeof(w->head) + off, 0);
+	else
+		err = bpf_ringbuf_output(&ew_events, w, sizeof(w->head) + off, 0);
+	if (err) {
 		ew_count(EW_COUNTER_DROPPED);
 		if (origin) {
 			__sync_fetch_and_add(&origin->lost_ring, 1);

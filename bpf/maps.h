@@ -14,6 +14,13 @@ struct {
 	__uint(max_entries, 1 << 20);
 } ew_events SEC(".maps");
 
+/* The kernel's own helpers' execs (EW-1004's verdicts) have a ring of their own: no origin's storm can fill it.
+ * 64 KiB: about 140 records; each needs a cgroup released, and a storm of them is a storm of escapes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} ew_helper_events SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, EW_COUNTER_MAX);

@@ -54,6 +54,7 @@ type configSpecs tracepointVariableSpecs
 // sharedMaps are the maps of bpf/ that user space reads or fills, in every backend's object.
 type sharedMaps struct {
 	events         *ebpf.Map // ring buffer of records
+	helperEvents   *ebpf.Map // ring buffer of the kernel's helpers' execs, which no storm can fill
 	counters       *ebpf.Map // per-CPU counters: emitted, dropped
 	enforceAllowed *ebpf.Map // cgroups --enforce lets write
 	agentValues    *ebpf.Map // the release_agent value of each hierarchy, to report the one a write replaced
@@ -143,7 +144,7 @@ func (*lsmObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *lsmObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+	return sharedMaps{events: o.EwEvents, helperEvents: o.EwHelperEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
 		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
@@ -169,7 +170,7 @@ func (*fentryObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *fentryObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+	return sharedMaps{events: o.EwEvents, helperEvents: o.EwHelperEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
 		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
@@ -197,7 +198,7 @@ func (*kprobeObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
 }
 
 func (o *kprobeObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+	return sharedMaps{events: o.EwEvents, helperEvents: o.EwHelperEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
 		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
@@ -223,7 +224,7 @@ func (*tracepointObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error)
 }
 
 func (o *tracepointObjects) shared() sharedMaps {
-	return sharedMaps{events: o.EwEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+	return sharedMaps{events: o.EwEvents, helperEvents: o.EwHelperEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
 		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 

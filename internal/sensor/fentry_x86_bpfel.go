@@ -141,6 +141,7 @@ const (
 	fentryMapEwCounters                    = "ew_counters"
 	fentryMapEwEnforceAllowed              = "ew_enforce_allowed"
 	fentryMapEwEvents                      = "ew_events"
+	fentryMapEwHelperEvents                = "ew_helper_events"
 	fentryMapEwHostAgents                  = "ew_host_agents"
 	fentryMapEwOrigins                     = "ew_origins"
 	fentryMapEwPathScratch                 = "ew_path_scratch"
@@ -235,6 +236,7 @@ type fentryMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -279,6 +281,7 @@ type fentryMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -294,6 +297,7 @@ func (m *fentryMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHelperEvents,
 		m.EwHostAgents,
 		m.EwOrigins,
 		m.EwPathScratch,

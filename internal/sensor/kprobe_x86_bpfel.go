@@ -148,6 +148,7 @@ const (
 	kprobeMapEwCounters              = "ew_counters"
 	kprobeMapEwEnforceAllowed        = "ew_enforce_allowed"
 	kprobeMapEwEvents                = "ew_events"
+	kprobeMapEwHelperEvents          = "ew_helper_events"
 	kprobeMapEwHostAgents            = "ew_host_agents"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
 	kprobeMapEwOrigins               = "ew_origins"
@@ -240,6 +241,7 @@ type kprobeMapSpecs struct {
 	EwCounters        *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHelperEvents    *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents      *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
 	EwOrigins         *ebpf.MapSpec `ebpf:"ew_origins"`
@@ -286,6 +288,7 @@ type kprobeMaps struct {
 	EwCounters        *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
+	EwHelperEvents    *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents      *ebpf.Map `ebpf:"ew_host_agents"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
 	EwOrigins         *ebpf.Map `ebpf:"ew_origins"`
@@ -303,6 +306,7 @@ func (m *kprobeMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHelperEvents,
 		m.EwHostAgents,
 		m.EwNotifyWriteArgs,
 		m.EwOrigins,

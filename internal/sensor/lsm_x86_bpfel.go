@@ -141,6 +141,7 @@ const (
 	lsmMapEwCounters                = "ew_counters"
 	lsmMapEwEnforceAllowed          = "ew_enforce_allowed"
 	lsmMapEwEvents                  = "ew_events"
+	lsmMapEwHelperEvents            = "ew_helper_events"
 	lsmMapEwHostAgents              = "ew_host_agents"
 	lsmMapEwOrigins                 = "ew_origins"
 	lsmMapEwPathScratch             = "ew_path_scratch"
@@ -231,6 +232,7 @@ type lsmMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -275,6 +277,7 @@ type lsmMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -290,6 +293,7 @@ func (m *lsmMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHelperEvents,
 		m.EwHostAgents,
 		m.EwOrigins,
 		m.EwPathScratch,

@@ -42,7 +42,7 @@ type Config struct {
 	HostReleaseAgents []string
 	// Classifier assigns origin classes and knows the host's namespaces; required.
 	Classifier *enrich.Classifier
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Sensor is a loaded and attached set of programs.
@@ -52,11 +52,14 @@ type Sensor struct {
 	maps    sharedMaps
 	mu      sync.Mutex // guards links: Run's shutdown and Close both detach
 	links   []link.Link
-	reader  *ringbuf.Reader
-	conv    *converter
-	anyFS   bool
-	enforce bool
-	log     *slog.Logger
+	reader  *ringbuf.Reader // ew_events
+	helpers *ringbuf.Reader // ew_helper_events
+	// handleMu serializes the two readers' records: decoding state, the losses' memory and emit's order.
+	handleMu sync.Mutex
+	conv     *converter
+	anyFS    bool
+	enforce  bool
+	log      *slog.Logger
 
 	statsMu sync.Mutex // orders Stats with Close: Close reads the kernel's counters a last time, then frees them
 	final   *Stats     // those last counters, set by Close and returned by Stats from then on
@@ -173,6 +176,10 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		s.Close()
 		return nil, fmt.Errorf("open the ring buffer: %w", err)
 	}
+	if s.helpers, err = ringbuf.NewReader(s.maps.helperEvents); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open the helpers' ring buffer: %w", err)
+	}
 	// After attaching, so that no write falls between reading a value and watching for the next.
 	if n, err := seedAgentState(maps, "/proc", cfg.HostReleaseAgents); err != nil {
 		log.Warn("release_agent values of the existing hierarchies unknown: their first change reports no old value, and their agents count as set by an unknown setter", "err", err)
@@ -238,28 +245,52 @@ func (s *Sensor) hooks() []hook {
 func (s *Sensor) Run(ctx context.Context, emit func(*event.Event)) error {
 	stop := context.AfterFunc(ctx, func() {
 		s.detach()
-		if err := s.reader.Flush(); err != nil {
-			s.log.Error("flush the ring buffer", "err", err)
+		for _, r := range []*ringbuf.Reader{s.helpers, s.reader} {
+			if err := r.Flush(); err != nil {
+				s.log.Error("flush a ring buffer", "err", err)
+			}
 		}
 	})
 	defer stop()
 	l := newLosses()
+	helpersDone := make(chan error, 1)
+	go func() { helpersDone <- s.readHelpers(emit, l) }()
+	err := s.readEvents(emit, l)
+	if herr := <-helpersDone; err == nil {
+		err = herr
+	}
+	return err
+}
+
+// readHelpers delivers the helpers' ring until it is flushed or closed.
+func (s *Sensor) readHelpers(emit func(*event.Event), l *losses) error {
+	var rec ringbuf.Record
+	for {
+		err := s.helpers.ReadInto(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the helpers' ring buffer: %w", err)
+		}
+		s.handle(rec.RawSample, emit, l)
+	}
+}
+
+// readEvents delivers the main ring until it is flushed or closed, and reports losses every lossInterval.
+func (s *Sensor) readEvents(emit func(*event.Event), l *losses) error {
 	var rec ringbuf.Record
 	s.reader.SetDeadline(time.Now().Add(lossInterval))
 	for {
 		err := s.reader.ReadInto(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if err := s.reportLosses(l, emit); err != nil {
-				s.log.Error("report lost records", "err", err)
-			}
+			s.reportLossesLocked(l, emit)
 			s.reader.SetDeadline(time.Now().Add(lossInterval))
 			continue
 		}
 		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
 			if errors.Is(err, ringbuf.ErrFlushed) { // the losses counted until the programs detached
-				if err := s.reportLosses(l, emit); err != nil {
-					s.log.Error("report lost records", "err", err)
-				}
+				s.reportLossesLocked(l, emit)
 			}
 			return nil
 		}
@@ -270,7 +301,18 @@ func (s *Sensor) Run(ctx context.Context, emit func(*event.Event)) error {
 	}
 }
 
+// reportLossesLocked reports losses in turn with the readers' records.
+func (s *Sensor) reportLossesLocked(l *losses, emit func(*event.Event)) {
+	s.handleMu.Lock()
+	defer s.handleMu.Unlock()
+	if err := s.reportLosses(l, emit); err != nil {
+		s.log.Error("report lost records", "err", err)
+	}
+}
+
 func (s *Sensor) handle(raw []byte, emit func(*event.Event), l *losses) {
+	s.handleMu.Lock()
+	defer s.handleMu.Unlock()
 	s.records.Add(1)
 	r, err := decodeRecord(raw)
 	if err != nil {
@@ -388,8 +430,10 @@ func (s *Sensor) Close() error {
 	}
 	s.statsMu.Unlock()
 	var errs []error
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
+	for _, r := range []*ringbuf.Reader{s.reader, s.helpers} {
+		if r != nil {
+			errs = append(errs, r.Close())
+		}
 	}
 	if s.objs != nil {
 		errs = append(errs, s.objs.Close())

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -219,5 +221,46 @@ func TestPrivilegedReadsStayInKernel(t *testing.T) {
 	}
 	if flags, _ := ours[0].Arg("flags"); flags.Value.(int32)&unix.O_ACCMODE != unix.O_WRONLY {
 		t.Errorf("the record's flags %v, want O_WRONLY", flags.Value)
+	}
+}
+
+// TestPrivilegedHelperExecSurvivesFullRing: with the main ring full (many cgroups' records, nobody reading), the
+// kernel's helper exec still reaches user space: it has a ring of its own.
+func TestPrivilegedHelperExecSurvivesFullRing(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	for i := 0; s.Stats().KernelDropped == 0; i++ {
+		if i == 100 {
+			t.Fatalf("the ring never filled: %+v", s.Stats())
+		}
+		runFlood(t, fmt.Sprintf("ewfill%d_%d", os.Getpid(), i), h.Agent(), 600)
+	}
+	marker := filepath.Join(t.TempDir(), "ran")
+	agent := filepath.Join(t.TempDir(), "agent.sh")
+	if err := os.WriteFile(agent, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`echo %[2]s > %[1]s/release_agent; mkdir -p %[1]s/x; echo 1 > %[1]s/x/notify_on_release
+sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("release: %v\n%s", err, out)
+	}
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("the agent never ran")
+		}
+	}
+	found := false
+	for _, ev := range drain(t, s) {
+		if a, _ := ev.Arg("pathname"); ev.EventName == event.UsermodeHelperExec && a.Value == agent {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the helper's exec was lost with the main ring full (%+v)", s.Stats())
 	}
 }

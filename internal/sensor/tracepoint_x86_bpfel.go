@@ -141,6 +141,7 @@ const (
 	tracepointMapEwCounters           = "ew_counters"
 	tracepointMapEwEnforceAllowed     = "ew_enforce_allowed"
 	tracepointMapEwEvents             = "ew_events"
+	tracepointMapEwHelperEvents       = "ew_helper_events"
 	tracepointMapEwHostAgents         = "ew_host_agents"
 	tracepointMapEwOrigins            = "ew_origins"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
@@ -218,6 +219,7 @@ type tracepointMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -261,6 +263,7 @@ type tracepointMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -275,6 +278,7 @@ func (m *tracepointMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHelperEvents,
 		m.EwHostAgents,
 		m.EwOrigins,
 		m.EwPathScratch,
