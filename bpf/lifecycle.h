@@ -44,11 +44,10 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 	return 0;
 }
 
-/* A new hierarchy: its release_agent is empty or the mount option's value. */
 /* ew_mount_from_state reports the release_agent that mount(2) just gave hierarchy root, from the kernel's own
  * copy. For a backend without a hook on the option parser (EW_MOUNT_FROM_STATE): mount(2)'s data string, read
  * again from user memory at the syscall's exit, may have been changed by another thread since the kernel parsed
- * it. fsconfig reports its own options (syscall.h's arguments are single strings, reported when set). */
+ * it. fsconfig's option is reported when it is set (tracepoint.h). */
 static __always_inline void ew_mount_from_state(struct cgroup_root *root)
 {
 #ifdef EW_MOUNT_FROM_STATE
@@ -64,6 +63,7 @@ static __always_inline void ew_mount_from_state(struct cgroup_root *root)
 #endif
 }
 
+/* A new hierarchy: its release_agent is empty or the mount option's value. */
 SEC("tp_btf/cgroup_setup_root")
 int BPF_PROG(ew_cgroup_setup_root, struct cgroup_root *root)
 {
