@@ -23,8 +23,7 @@ var backendNeeds = []struct{ name, needs string }{
 // tryBackend starts the sensor with --backend name, and reports whether it became ready, with its log.
 func tryBackend(t *testing.T, name string) (bool, string) {
 	t.Helper()
-	// Loading and verifying the programs of a backend takes seconds under an emulated CPU (the kernel matrix).
-	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), readyLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sensorBin, "run", "--backend", name)
 	var stderr syncBuffer
