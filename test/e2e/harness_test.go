@@ -260,7 +260,13 @@ func (s *sensor) stop(sig os.Signal) int {
 // waitFor returns the first finding that match accepts, failing the test after waitLimit.
 func (s *sensor) waitFor(t *testing.T, what string, match func(finding) bool) finding {
 	t.Helper()
-	deadline := time.After(waitLimit)
+	return s.waitForWithin(t, what, waitLimit, match)
+}
+
+// waitForWithin is waitFor with its own limit, for a finding behind a storm of others.
+func (s *sensor) waitForWithin(t *testing.T, what string, limit time.Duration, match func(finding) bool) finding {
+	t.Helper()
+	deadline := time.After(limit)
 	for {
 		s.mu.Lock()
 		for _, f := range s.findings {
@@ -274,7 +280,7 @@ func (s *sensor) waitFor(t *testing.T, what string, match func(finding) bool) fi
 		select {
 		case <-changed:
 		case <-deadline:
-			t.Fatalf("no finding for %s within %s; findings so far: %s", what, waitLimit, s.summary())
+			t.Fatalf("no finding for %s within %s; findings so far: %s", what, limit, s.summary())
 		}
 	}
 }

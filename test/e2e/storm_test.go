@@ -16,7 +16,7 @@ import (
 
 // stormWrites is how many values the storm writes (two records each): many times the storming cgroup's budget
 // (500 at once, 100 a second) in the time it takes, even on an emulated CPU.
-const stormWrites = 5000
+const stormWrites = 2000
 
 // maxSensorRSS bounds the sensor's resident memory after the storm (the race detector multiplies it).
 func maxSensorRSS() int {
@@ -66,8 +66,8 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 	}
 	stormer := parseActor(t, stormOut.String())
 
-	s.waitFor(t, "the escape's TRC-1010", trc1010By(escape.HostPID))
-	s.waitFor(t, "the escape's EW-1001", changedBy(escape.HostPID))
+	s.waitForWithin(t, "the escape's TRC-1010", readyLimit, trc1010By(escape.HostPID))
+	s.waitForWithin(t, "the escape's EW-1001", readyLimit, changedBy(escape.HostPID))
 	executedAgent(t, s, agent)
 	if !waitForFile(marker, waitLimit) {
 		t.Fatal("the agent never ran: the escape did not work")
@@ -75,7 +75,8 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 
 	// The storm's last value is known: its write was delivered (the budget had refilled a little), or the losses
 	// that followed it are summarised with it, from the kernel's state.
-	final := s.waitFor(t, "the storm's final value", func(f finding) bool {
+	// The storm's findings come first: on an emulated CPU, printing and reading them takes a while.
+	final := s.waitForWithin(t, "the storm's final value", readyLimit, func(f finding) bool {
 		return (f.SigMetadata.ID == "EW-1005" && f.Data["releaseAgent"] == "/storm-final") ||
 			(f.SigMetadata.ID == "EW-1001" && f.Data["value"] == "/storm-final")
 	})
