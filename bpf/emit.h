@@ -5,11 +5,13 @@
 #define EW_EMIT_H
 
 #include "maps.h"
+#include "hash.h"
 
 /* Each origin (a cgroup: what a container is) may send EW_ORIGIN_RATE records a second, EW_ORIGIN_BURST at once;
- * beyond, its records are counted, not sent. The kernel's own helpers are never limited. A new cgroup starts
- * with a full budget, so its first records always get through. What is lost never hides a planting: the
- * hierarchy's state (state.h) is kept before a record is sent, and user space reports each origin's losses with
+ * beyond, its records are counted, not sent: as repeats when they say what the origin's last record sent said
+ * (nothing new is lost), else as lost. The kernel's own helpers are never limited. A new cgroup starts with a
+ * full budget, so its first records always get through. What is lost never hides a planting: the hierarchy's
+ * state (state.h) is kept before a record is sent, and user space reports each origin's losses and repeats with
  * that state (EW-1005). */
 #define EW_ORIGINS_MAX 1024
 #define EW_ORIGIN_RATE 100
@@ -21,9 +23,12 @@ struct ew_origin {
 	__u64 tat;	   /* boot clock */
 	__u64 lost_rate;   /* records refused for the budget */
 	__u64 lost_ring;   /* records the full ring could not take */
+	__u64 repeated;	   /* records over the budget that repeat the last one sent (ew_record_signature) */
+	__u64 last_sent;   /* the signature of the origin's last record sent */
+	/* the last record not sent (lost or repeated) */
 	__u64 last_lost_ns;
 	__u32 last_lost_kind;	   /* enum ew_kind */
-	__u32 last_lost_hierarchy; /* hierarchy ID of the last lost record about a hierarchy, 0 when none */
+	__u32 last_lost_hierarchy; /* hierarchy ID of the last such record about a hierarchy, 0 when none */
 };
 
 /* By origin id (ew_task.origin_id). LRU: when more cgroups than this send, the least recent one's budget starts
@@ -41,6 +46,21 @@ static __always_inline void ew_origin_lost(struct ew_origin *o, struct ew_record
 	o->last_lost_kind = r->kind;
 	if (r->setter.hierarchy_id)
 		o->last_lost_hierarchy = r->setter.hierarchy_id;
+}
+
+/* ew_record_signature tells records apart by what they say: the operation, the object, the process, and the
+ * strings the process chose (the path it passed, a value written, a rename's names). Two records with the same
+ * signature differ only in time (and a descriptor's number). */
+static __always_inline __u64 ew_record_signature(struct ew_record *r)
+{
+	__u64 h = ew_string_hash(EW_FNV_OFFSET, r->arg_path);
+	h = ew_string_hash(h ^ 0xff, r->arg_path2);
+	h = ew_word_hash(h, (__u64)r->kind << 32 | r->source);
+	h = ew_word_hash(h, r->inode);
+	h = ew_word_hash(h, (__u64)r->dev << 32 | r->file_flags);
+	h = ew_word_hash(h, (__u64)r->task.host_pid << 32 | r->setter.hierarchy_id);
+	h = ew_word_hash(h, (__u64)r->action << 32 | r->facts);
+	return ew_word_hash(h, r->ret < 0 ? (__u64)r->ret : 0);
 }
 
 /* ew_admit says whether record r may be sent, and gives its origin's state (NULL when it cannot be kept). */
@@ -61,6 +81,12 @@ static __always_inline int ew_admit(struct ew_record *r, struct ew_origin **orig
 	__u64 now = r->task.boot_ns;
 	__u64 tat = o->tat > now ? o->tat : now;
 	if (tat - now > EW_ORIGIN_INTERVAL_NS * (EW_ORIGIN_BURST - 1)) {
+		if (ew_record_signature(r) == o->last_sent) {
+			__sync_fetch_and_add(&o->repeated, 1);
+			ew_origin_lost(o, r);
+			ew_count(EW_COUNTER_REPEATED);
+			return 0;
+		}
 		__sync_fetch_and_add(&o->lost_rate, 1);
 		ew_origin_lost(o, r);
 		ew_count(EW_COUNTER_LOST_RATE);
@@ -125,6 +151,8 @@ static __always_inline void ew_emit(struct ew_record *r)
 		}
 	} else {
 		ew_count(EW_COUNTER_EMITTED);
+		if (origin && r->kind != EW_KIND_HELPER_EXEC)
+			origin->last_sent = ew_record_signature(r);
 	}
 }
 

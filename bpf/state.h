@@ -10,6 +10,7 @@
 #include "task.h"
 #include "cgroup.h"
 #include "enforce.h"
+#include "hash.h"
 
 /* Records for this many hierarchies (a host has about a dozen); when full, a new hierarchy has no record and its
  * agent counts as set by an unknown setter: an escape, never a trusted value. */
@@ -23,9 +24,6 @@
 
 /* cgroup1_release_agent's environment, as it lies in the new program's memory. */
 #define EW_AGENT_ENV "HOME=/\0PATH=/sbin:/bin:/usr/sbin:/usr/bin"
-
-#define EW_FNV_OFFSET 0xcbf29ce484222325ULL
-#define EW_FNV_PRIME 0x100000001b3ULL
 
 struct ew_agent_value {
 	char v[EW_PATH_MAX];
@@ -47,30 +45,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ew_agent_value);
 } ew_host_agents SEC(".maps");
-
-struct ew_hash_scan {
-	const char *s;
-	__u64 h;
-};
-
-static long ew_hash_step(__u64 i, void *data)
-{
-	struct ew_hash_scan *scan = data;
-	char c = scan->s[i & (EW_PATH_MAX - 1)];
-	if (!c)
-		return 1;
-	scan->h = (scan->h ^ (__u8)c) * EW_FNV_PRIME;
-	return 0;
-}
-
-/* ew_value_hash is FNV-1a (64 bits) of the NUL-terminated string s, in map memory of EW_PATH_MAX bytes. It only
- * tells whether a value is still the one its setter left (user space computes the same for the values it seeds). */
-static __always_inline __u64 ew_value_hash(const char *s)
-{
-	struct ew_hash_scan scan = {.s = s, .h = EW_FNV_OFFSET};
-	bpf_loop(EW_PATH_MAX, ew_hash_step, &scan, 0);
-	return scan.h;
-}
 
 struct ew_equal_scan {
 	const char *a;

@@ -154,6 +154,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelDropped:     func() uint64 { return sensorStat(live.Load()).KernelDropped },
 		KernelKillsFailed: func() uint64 { return sensorStat(live.Load()).KernelKillsFailed },
 		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
+		KernelRepeated:    func() uint64 { return sensorStat(live.Load()).KernelRepeated },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		Stages:            func() []metrics.StageStats { return stageStats(pipe.Load()) },
@@ -297,7 +298,8 @@ func newDispatcher(cfg config.Config, stdout io.Writer, log *slog.Logger) (*outp
 func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipeline.StageStats, sinks []output.SinkStats) {
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
-		"kernel_over_budget", ss.KernelOverBudget, "kernel_kills_failed", ss.KernelKillsFailed,
+		"kernel_over_budget", ss.KernelOverBudget, "kernel_repeated", ss.KernelRepeated,
+		"kernel_kills_failed", ss.KernelKillsFailed,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {

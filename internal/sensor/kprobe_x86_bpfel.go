@@ -49,6 +49,8 @@ type kprobeEwOrigin struct {
 	Tat               uint64
 	LostRate          uint64
 	LostRing          uint64
+	Repeated          uint64
+	LastSent          uint64
 	LastLostNs        uint64
 	LastLostKind      uint32
 	LastLostHierarchy uint32

@@ -16,7 +16,8 @@ import (
 )
 
 // The kernel side counts, per origin (a cgroup), the records it did not send: over the origin's budget, or
-// with the ring full (bpf/emit.h). Run turns each origin's new losses into a records_lost event, with the
+// with the ring full (bpf/emit.h); over the budget, those that repeat the origin's last record sent are
+// counted apart, as repeats. Run turns each origin's new losses and repeats into a records_lost event, with the
 // current state of the hierarchy the last lost record was about, so a lost record is never silent and a storm
 // cannot hide what it did to a release_agent.
 
@@ -33,14 +34,17 @@ type originSeen struct {
 	task       Task
 }
 
+// lossCounts are an origin's records not sent, as its kernel entry counts them.
+type lossCounts struct{ lost, repeated uint64 }
+
 // losses is Run's state for reporting losses; only Run's goroutine uses it.
 type losses struct {
-	reported map[uint64]uint64 // by origin id: losses already reported
+	reported map[uint64]lossCounts // by origin id: what was already reported
 	seen     map[uint64]originSeen
 }
 
 func newLosses() *losses {
-	return &losses{reported: map[uint64]uint64{}, seen: map[uint64]originSeen{}}
+	return &losses{reported: map[uint64]lossCounts{}, seen: map[uint64]originSeen{}}
 }
 
 // remember keeps the origin of a delivered record.
@@ -51,7 +55,7 @@ func (l *losses) remember(r *Record) {
 	l.seen[r.Task.OriginID] = originSeen{cgroupPath: r.CgroupPath, task: r.Task}
 }
 
-// report emits a records_lost event for every origin that lost records since the last report.
+// reportLosses emits a records_lost event for every origin that lost or repeated records since the last report.
 func (s *Sensor) reportLosses(l *losses, emit func(*event.Event)) error {
 	var (
 		key    uint64
@@ -61,12 +65,13 @@ func (s *Sensor) reportLosses(l *losses, emit func(*event.Event)) error {
 	it := s.maps.origins.Iterate()
 	for it.Next(&key, &origin) {
 		now[key] = true
-		lost := origin.LostRate + origin.LostRing
-		if lost <= l.reported[key] {
+		total := lossCounts{lost: origin.LostRate + origin.LostRing, repeated: origin.Repeated}
+		before := l.reported[key]
+		if total.lost <= before.lost && total.repeated <= before.repeated {
 			continue
 		}
-		ev := s.lossEvent(l, key, &origin, lost-l.reported[key])
-		l.reported[key] = lost
+		ev := s.lossEvent(l, key, &origin, lossCounts{lost: total.lost - before.lost, repeated: total.repeated - before.repeated})
+		l.reported[key] = total
 		emit(&ev)
 	}
 	if err := it.Err(); err != nil {
@@ -80,8 +85,8 @@ func (s *Sensor) reportLosses(l *losses, emit func(*event.Event)) error {
 	return nil
 }
 
-// lossEvent describes an origin's new losses; it is attributed to the origin's last known process.
-func (s *Sensor) lossEvent(l *losses, key uint64, o *tracepointEwOrigin, lost uint64) event.Event {
+// lossEvent describes an origin's new losses and repeats; it is attributed to the origin's last known process.
+func (s *Sensor) lossEvent(l *losses, key uint64, o *tracepointEwOrigin, n lossCounts) event.Event {
 	seen := l.seen[key]
 	t := &seen.task
 	origin, ctr := s.conv.classifier.Classify(enrich.Namespaces{Mnt: t.MntNS, PID: t.PidNS}, seen.cgroupPath)
@@ -110,7 +115,8 @@ func (s *Sensor) lossEvent(l *losses, key uint64, o *tracepointEwOrigin, lost ui
 		EventName:           event.RecordsLost,
 		Origin:              origin,
 		Args: []event.Argument{
-			arg("lost", "unsigned long", lost),
+			arg("lost", "unsigned long", n.lost),
+			arg("repeated", "unsigned long", n.repeated),
 			arg("lost_over_budget_total", "unsigned long", overBudget),
 			arg("lost_ring_full_total", "unsigned long", ringFull),
 			arg("last_lost", "const char*", kindNames[kernelEwKind(o.LastLostKind)]),

@@ -70,11 +70,13 @@ type Sensor struct {
 }
 
 // Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full,
-// KernelOverBudget those an origin sent beyond its budget (bpf/emit.h); KernelKillsFailed are --enforce kills
-// the kernel refused to send (those records say alert).
+// KernelOverBudget those an origin sent beyond its budget (bpf/emit.h), KernelRepeated those beyond its budget
+// that repeated its last record sent (counted, not lost); KernelKillsFailed are --enforce kills the kernel
+// refused to send (those records say alert).
 type Stats struct {
 	Records, DecodeErrors, Filtered                                   uint64
 	KernelEmitted, KernelDropped, KernelOverBudget, KernelKillsFailed uint64
+	KernelRepeated                                                    uint64
 }
 
 // Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
@@ -358,6 +360,7 @@ func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelDropped, _ = s.counter(kernelEwCounterEW_COUNTER_DROPPED)
 	st.KernelKillsFailed, _ = s.counter(kernelEwCounterEW_COUNTER_KILL_FAILED)
 	st.KernelOverBudget, _ = s.counter(kernelEwCounterEW_COUNTER_LOST_RATE)
+	st.KernelRepeated, _ = s.counter(kernelEwCounterEW_COUNTER_REPEATED)
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {

@@ -66,10 +66,21 @@ func floodScript(dirs []string, path string, n int) string {
 	return testutil.JoinCgroups(dirs) + fmt.Sprintf(`echo $$; i=0; while [ $i -lt %d ]; do exec 3>>%s; i=$((i+1)); done`, n, path)
 }
 
+// valueFloodScript is floodScript writing a different value each time: two records a write (the open, the value).
+func valueFloodScript(dirs []string, path string, n int) string {
+	return testutil.JoinCgroups(dirs) + fmt.Sprintf(`echo $$; i=0; while [ $i -lt %d ]; do echo /v$i > %s; i=$((i+1)); done`, n, path)
+}
+
 // runFlood runs floodScript in a new cgroup named name and returns the shell's pid.
 func runFlood(t *testing.T, name, path string, n int) int {
 	t.Helper()
-	out, err := exec.Command("sh", "-c", floodScript(testutil.CgroupDirs(t, name), path, n)).Output()
+	return runScript(t, name, floodScript(testutil.CgroupDirs(t, name), path, n))
+}
+
+// runScript runs a script that prints its pid first, and returns that pid.
+func runScript(t *testing.T, name, script string) int {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", script).Output()
 	if err != nil {
 		t.Fatalf("flood from %s: %v", name, err)
 	}
@@ -98,39 +109,64 @@ func drain(t *testing.T, s *Sensor) []event.Event {
 }
 
 // TestPrivilegedLossesPerOrigin: a storm from one cgroup is limited to that cgroup's budget in the kernel, and
-// every record it loses is counted against it and reported (records_lost), while another cgroup's one record
-// gets through.
+// every record it does not send is counted against it and reported (records_lost): as repeated when it said what
+// the last record sent said, else as lost; another cgroup's one record gets through.
 func TestPrivilegedLossesPerOrigin(t *testing.T) {
-	h := testutil.MountHierarchy(t)
-	s := openTestSensor(t)
-	defer s.Close()
 	const storm = 3000
-	stormName, quietName := "ewstorm"+strconv.Itoa(os.Getpid()), "ewquiet"+strconv.Itoa(os.Getpid())
-	stormPID := runFlood(t, stormName, h.Agent(), storm)
-	quietPID := runFlood(t, quietName, h.Agent(), 1)
+	tests := []struct {
+		name    string
+		script  func(dirs []string, path string, n int) string
+		records int  // records the storm makes
+		lost    bool // whether some are lost (else all that are not sent are repeats)
+	}{
+		{name: "the same open", script: floodScript, records: storm},
+		{name: "new values", script: valueFloodScript, records: 2 * storm, lost: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := testutil.MountHierarchy(t)
+			s := openTestSensor(t)
+			defer s.Close()
+			stormName := fmt.Sprintf("ewstorm%d_%d", os.Getpid(), i)
+			quietName := fmt.Sprintf("ewquiet%d_%d", os.Getpid(), i)
+			stormPID := runScript(t, stormName, tt.script(testutil.CgroupDirs(t, stormName), h.Agent(), storm))
+			quietPID := runFlood(t, quietName, h.Agent(), 1)
 
-	delivered := map[int]int{}
-	var lost uint64
-	for _, ev := range drain(t, s) {
-		if a, _ := ev.Arg("pathname"); a.Value == h.Agent() {
-			delivered[ev.HostProcessID]++
-		}
-		if c, _ := ev.Arg("cgroup"); ev.EventName == event.RecordsLost && strings.HasSuffix(c.Value.(string), "/"+stormName) {
-			n, _ := ev.Arg("lost")
-			lost += n.Value.(uint64)
-			if ev.HostProcessID != stormPID {
-				t.Errorf("records_lost attributed to pid %d, want the storm's %d", ev.HostProcessID, stormPID)
+			delivered := map[int]int{}
+			var lost, repeated uint64
+			for _, ev := range drain(t, s) {
+				if a, _ := ev.Arg("pathname"); ev.EventName == event.SecurityFileOpen && a.Value == h.Agent() {
+					delivered[ev.HostProcessID]++
+				}
+				if a, _ := ev.Arg("hierarchy"); ev.EventName == event.ReleaseAgentChanged && a.Value == h.Name {
+					delivered[ev.HostProcessID]++
+				}
+				if c, _ := ev.Arg("cgroup"); ev.EventName == event.RecordsLost && strings.HasSuffix(c.Value.(string), "/"+stormName) {
+					n, _ := ev.Arg("lost")
+					lost += n.Value.(uint64)
+					n, _ = ev.Arg("repeated")
+					repeated += n.Value.(uint64)
+					if ev.HostProcessID != stormPID {
+						t.Errorf("records_lost attributed to pid %d, want the storm's %d", ev.HostProcessID, stormPID)
+					}
+				}
 			}
-		}
+			if delivered[quietPID] != 1 {
+				t.Errorf("the quiet cgroup's one open: %d records, want 1", delivered[quietPID])
+			}
+			if uint64(delivered[stormPID])+lost+repeated != uint64(tt.records) {
+				t.Errorf("the storm's %d records: %d delivered + %d lost + %d repeated, want every one accounted for",
+					tt.records, delivered[stormPID], lost, repeated)
+			}
+			if tt.lost && lost == 0 {
+				t.Errorf("a storm of new values: none lost (%d delivered, %d repeated), want some", delivered[stormPID], repeated)
+			}
+			if !tt.lost && (lost != 0 || repeated == 0) {
+				t.Errorf("a storm of the same record: %d lost, %d repeated, want only repeats", lost, repeated)
+			}
+			t.Logf("storm: %d delivered, %d lost, %d repeated", delivered[stormPID], lost, repeated)
+		})
 	}
-	if delivered[quietPID] != 1 {
-		t.Errorf("the quiet cgroup's one open: %d records, want 1", delivered[quietPID])
-	}
-	if lost == 0 || uint64(delivered[stormPID])+lost != storm {
-		t.Errorf("the storm's %d opens: %d delivered + %d reported lost, want every one accounted for and some lost",
-			storm, delivered[stormPID], lost)
-	}
-	t.Logf("storm: %d delivered, %d lost", delivered[stormPID], lost)
 }
 
 // TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it, from many cgroups (each within its
@@ -158,8 +194,9 @@ func TestPrivilegedDropsAreCounted(t *testing.T) {
 	if st.Records != st.KernelEmitted {
 		t.Errorf("delivered %d records, the kernel emitted %d", st.Records, st.KernelEmitted)
 	}
-	if uint64(ours)+st.KernelDropped+st.KernelOverBudget < origins*each {
-		t.Errorf("%d opens: %d delivered + %d dropped + %d over budget: some vanished", origins*each, ours, st.KernelDropped, st.KernelOverBudget)
+	if uint64(ours)+st.KernelDropped+st.KernelOverBudget+st.KernelRepeated < origins*each {
+		t.Errorf("%d opens: %d delivered + %d dropped + %d over budget + %d repeated: some vanished", origins*each, ours,
+			st.KernelDropped, st.KernelOverBudget, st.KernelRepeated)
 	}
 }
 

@@ -26,10 +26,10 @@ func maxSensorRSS() int {
 	return 100 << 20
 }
 
-// TestPrivilegedStormCannotHideEscape: a namespaced process in one cgroup reads release_agent in a loop, then
-// writes changing values into it, for seconds; meanwhile a process in another cgroup runs the whole escape. The
+// TestPrivilegedStormCannotHideEscape: a namespaced process in one cgroup reads release_agent in a loop, opens it
+// for writing in a loop, then writes changing values into it, for seconds; meanwhile a process in another cgroup runs the whole escape. The
 // escape's findings all arrive (TRC-1010, EW-1001, EW-1004), the storm shows as EW-1005 summaries that count
-// what was lost and give the hierarchy's release_agent as the kernel has it, and the sensor's memory stays
+// what was repeated and what was lost and give the hierarchy's release_agent as the kernel has it, and the sensor's memory stays
 // bounded.
 func TestPrivilegedStormCannotHideEscape(t *testing.T) {
 	s := startSensor(t)
@@ -40,6 +40,7 @@ func TestPrivilegedStormCannotHideEscape(t *testing.T) {
 
 	argv := inNamespace("sh", "-c", testutil.JoinCgroups(stormDirs)+shellAct+fmt.Sprintf(
 		`i=0; while [ $i -lt 2000 ]; do read -r v < %[1]s; i=$((i+1)); done
+i=0; while [ $i -lt %[2]d ]; do i=$((i+1)); exec 3>>%[1]s; done
 i=0; while [ $i -lt %[2]d ]; do i=$((i+1)); echo /storm-$i > %[1]s; done
 echo /storm-final > %[1]s`, noise.Agent(), stormWrites))
 	storm := exec.Command(argv[0], argv[1:]...)
@@ -85,12 +86,17 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 		t.Fatalf("no EW-1005 for the storm's hierarchy %s (the final value came as %s)", noise.Name, final.SigMetadata.ID)
 	}
 	summary := summaries[len(summaries)-1]
-	var lost float64
+	var lost, repeated float64
 	for _, f := range s.matching(func(f finding) bool { return f.SigMetadata.ID == "EW-1005" }) {
 		if strings.HasSuffix(fmt.Sprint(f.Data["cgroup"]), filepath.Base(stormDirs[0])) {
 			n, _ := f.Data["lost"].(float64)
 			lost += n
+			n, _ = f.Data["repeated"].(float64)
+			repeated += n
 		}
+	}
+	if repeated == 0 {
+		t.Errorf("storm summaries: no repeats counted, after %d opens of the same file by the same process", stormWrites)
 	}
 	setBy, _ := summary.Data["setBy"].(map[string]any)
 	if lost == 0 || summary.Data["hierarchy"] != noise.Name || setBy["trust"] != event.TrustOutside {
@@ -100,7 +106,7 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 	changed := len(s.matching(func(f finding) bool {
 		return f.SigMetadata.ID == "EW-1001" && f.Event.HostProcessID == stormer.HostPID
 	}))
-	t.Logf("storm: %d EW-1001 findings delivered, %v records reported lost", changed, lost)
+	t.Logf("storm: %d EW-1001 findings delivered, %v records reported lost, %v repeated", changed, lost, repeated)
 
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	if err != nil {
