@@ -17,6 +17,10 @@
 #define EW_ORIGIN_RATE 100
 #define EW_ORIGIN_BURST 500
 #define EW_ORIGIN_INTERVAL_NS (1000000000ULL / EW_ORIGIN_RATE)
+/* Room of the ring only an origin's first record may take: whatever other origins' bursts filled, a new cgroup's
+ * first record gets through (about 290 typical records; a process that creates cgroups faster than the reader
+ * drains them can still fill it, and every record that finds no room is counted). */
+#define EW_RING_RESERVE (128 << 10)
 
 /* An origin's budget (GCRA: the theoretical arrival time of its next record) and its losses. */
 struct ew_origin {
@@ -63,13 +67,15 @@ static __always_inline __u64 ew_record_signature(struct ew_record *r)
 	return ew_word_hash(h, r->ret < 0 ? (__u64)r->ret : 0);
 }
 
-/* ew_admit says whether record r may be sent, and gives its origin's state (NULL when it cannot be kept). */
-static __always_inline int ew_admit(struct ew_record *r, struct ew_origin **origin)
+/* ew_admit says whether record r may be sent, and gives its origin's state (NULL when it cannot be kept) and
+ * whether r is the origin's first record. */
+static __always_inline int ew_admit(struct ew_record *r, struct ew_origin **origin, int *first)
 {
 	__u64 key = r->task.origin_id;
 	struct ew_origin *o = bpf_map_lookup_elem(&ew_origins, &key);
 	if (!o) {
 		struct ew_origin fresh = {};
+		*first = 1;
 		bpf_map_update_elem(&ew_origins, &key, &fresh, BPF_NOEXIST);
 		o = bpf_map_lookup_elem(&ew_origins, &key);
 		if (!o)
@@ -125,7 +131,8 @@ static __always_inline __u64 ew_wire_string(struct ew_wire *w, __u64 off, const 
 static __always_inline void ew_emit(struct ew_record *r)
 {
 	struct ew_origin *origin = NULL;
-	if (!ew_admit(r, &origin))
+	int first = 0;
+	if (!ew_admit(r, &origin, &first))
 		return;
 	__u32 zero = 0;
 	struct ew_wire *w = bpf_map_lookup_elem(&ew_wire_scratch, &zero);
@@ -141,6 +148,8 @@ static __always_inline void ew_emit(struct ew_record *r)
 	long err;
 	if (r->kind == EW_KIND_HELPER_EXEC)
 		err = bpf_ringbuf_output(&ew_helper_events, w, sizeof(w->head) + off, 0);
+	else if (!first && bpf_ringbuf_query(&ew_events, BPF_RB_AVAIL_DATA) > EW_RING_SIZE - EW_RING_RESERVE)
+		err = -1; /* only the reserve is left: counted as the ring full */
 	else
 		err = bpf_ringbuf_output(&ew_events, w, sizeof(w->head) + off, 0);
 	if (err) {

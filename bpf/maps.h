@@ -8,10 +8,12 @@
 
 /* 1 MiB: about 2,300 records of a typical size (~450 bytes: ew_emit), 60 of the largest (17 KiB: every path
  * at PATH_MAX). Each origin sends at most EW_ORIGIN_BURST at once (emit.h), so a few origins' bursts fit while user
- * space, which only decodes on the reader's path, catches up; beyond, records are counted per origin. */
+ * space, which only decodes on the reader's path, catches up; beyond, records are counted per origin. The last
+ * EW_RING_RESERVE bytes are kept for the first record of each new origin (ew_emit). */
+#define EW_RING_SIZE (1 << 20)
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EW_RING_SIZE);
 } ew_events SEC(".maps");
 
 /* The kernel's own helpers' execs (EW-1004's verdicts) have a ring of their own: no origin's storm can fill it.

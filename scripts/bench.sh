@@ -2,7 +2,9 @@
 # Reproduces the README's performance figures (root, on the machine to be measured):
 #   - added cost per unrelated open()+close(): detached vs an empty program on the same hook vs escapewatch,
 #     interleaved in one run, as percentages of the detached cost;
-#   - write-to-finding latency p50/p99 through the whole pipeline.
+#   - write-to-finding latency p50/p99 through the whole pipeline;
+#   - the events a second the pipeline's stages sustain without loss (internal/pipeline);
+#   - the sensor's footprint: RSS at rest, under a storm and after it, BPF memory (test/e2e, BenchmarkFootprint).
 # With --vm, the same benchmarks run in the kernel-matrix VMs (Debian 6.1 under qemu TCG), once per backend.
 # Raw results go to bench/out/, the summary (benchstat: median and spread over the runs) to stdout.
 set -euo pipefail
@@ -18,6 +20,8 @@ else
 	{
 		echo "# kernel: $(uname -r)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 		go test -run '^$' -bench . -benchtime "${ITERATIONS:-60}x" -count "${COUNT:-10}" ./internal/sensor
+		go test -run '^$' -bench . -benchtime 100000x -count "${COUNT:-10}" ./internal/pipeline
+		go test -run '^$' -bench Footprint -benchtime 1x -count "${FOOTPRINT_COUNT:-3}" ./test/e2e
 	} | tee "$out" >&2
 fi
 go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da "$out"

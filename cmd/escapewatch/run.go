@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,6 +182,9 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer s.Close()
 	live.Store(s)
+	// Loading parsed the kernel's BTF (megabytes, garbage once the programs are loaded): hand that memory back
+	// now rather than keep it as idle heap for the sensor's lifetime.
+	debug.FreeOSMemory()
 	m.Ready(s.Backend())
 	log.Info("sensor ready", "backend", s.Backend(), "programs", s.Programs(), "scope", scope.String(),
 		"host_namespaces_from", classifier.Source(), "any_fs", cfg.AnyFS, "enforce", cfg.Enforce, "enforce_allow", enforceAllowCgroups(cfg), "version", buildVersion())

@@ -115,7 +115,7 @@ func rootIsRamfs(t *testing.T) bool {
 	return false
 }
 
-func randomHex(t *testing.T, n int) string {
+func randomHex(t testing.TB, n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
