@@ -3,6 +3,10 @@ package sensor
 import (
 	"slices"
 	"testing"
+
+	"github.com/cilium/ebpf/asm"
+
+	"escapewatch/internal/testutil"
 )
 
 // TestHooksByEnforce: refusing hooks replace their observe-only twins under --enforce, and the hooks on every
@@ -71,5 +75,53 @@ func TestEnforceAllowLimit(t *testing.T) {
 	}
 	if n := maps.EwEnforceAllowed.MaxEntries; n != MaxEnforceAllow {
 		t.Errorf("ew_enforce_allowed holds %d entries, MaxEnforceAllow is %d", n, MaxEnforceAllow)
+	}
+}
+
+func TestHelperName(t *testing.T) {
+	tests := []struct {
+		fn   asm.BuiltinFunc
+		want string
+	}{
+		{asm.FnLoop, "bpf_loop"},
+		{asm.FnTaskPtRegs, "bpf_task_pt_regs"},
+		{asm.FnGetCurrentTaskBtf, "bpf_get_current_task_btf"},
+		{asm.FnProbeReadKernelStr, "bpf_probe_read_kernel_str"},
+	}
+	for _, tt := range tests {
+		if got := helperName(tt.fn); got != tt.want {
+			t.Errorf("helperName(%v) = %q, want %q", tt.fn, got, tt.want)
+		}
+	}
+}
+
+// TestPrivilegedHelpersProbed: every helper each backend's programs call is probed, and this kernel has each one
+// the tracepoint backend (the one it runs) needs; a helper no kernel has is found missing.
+func TestPrivilegedHelpersProbed(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if known, err := kernelKnowsHelper(asm.BuiltinFunc(9999)); err != nil || known {
+		t.Errorf("helper 9999: known %v, error %v; want unknown", known, err)
+	}
+	for _, b := range backends {
+		spec, err := b.objects().spec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing, err := missingHelpers(spec)
+		if err != nil {
+			t.Fatalf("%s: %v", b.name, err)
+		}
+		if b.name == BackendTracepoint && len(missing) > 0 {
+			t.Errorf("%s: %v", b.name, missingHelpersError(missing))
+		}
+	}
+}
+
+func TestHelpersMissingError(t *testing.T) {
+	err := missingHelpersError([]asm.BuiltinFunc{asm.FnRingbufQuery, asm.FnLoop, asm.FnGetCurrentTaskBtf})
+	want := "the kernel lacks the BPF helper(s) bpf_ringbuf_query (Linux 5.8), bpf_loop (Linux 5.17), " +
+		"bpf_get_current_task_btf (Linux 5.11) that the programs call: run on Linux 5.17 or later"
+	if err.Error() != want {
+		t.Errorf("got %q\nwant %q", err, want)
 	}
 }

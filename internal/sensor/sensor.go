@@ -98,6 +98,10 @@ func Open(cfg Config) (*Sensor, error) {
 			return nil, err
 		}
 		s, err := openBackend(b, cfg, log)
+		var helpers *helpersMissingError
+		if errors.As(err, &helpers) {
+			return nil, fmt.Errorf("backend %s: %w", b.name, err) // the error names the fix
+		}
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: %w; it needs %s", b.name, err, b.needs)
 		}
@@ -117,7 +121,7 @@ func Open(cfg Config) (*Sensor, error) {
 		log.Info("backend not available, trying the next", "backend", b.name, "reason", err)
 		skipped = append(skipped, b.name)
 	}
-	return nil, fmt.Errorf("no backend works on this kernel (tried %s); the tracepoint backend needs %s",
+	return nil, fmt.Errorf("no backend works on this kernel (tried %s: each one's reason is logged above); the tracepoint backend needs %s",
 		strings.Join(skipped, ", "), backends[len(backends)-1].needs)
 }
 
@@ -137,6 +141,13 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	spec, err := objs.spec()
 	if err != nil {
 		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
+	}
+	missing, err := missingHelpers(spec)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %w", errNotAvailable, missingHelpersError(missing))
 	}
 	vars, err := objs.config(spec)
 	if err != nil {

@@ -24,6 +24,17 @@ var kernels = vm.Kernels
 
 var backends = []string{"lsm", "fentry", "kprobe", "tracepoint"}
 
+// refusals are the kernels where every backend is refused, with what the refusal must say: there a cell checks
+// that the sensor refuses cleanly and names what the kernel lacks and the fix (found by probing the kernel),
+// instead of running the suite. A row goes when the backends work there; a kernel not listed runs the suite, and
+// a refusal there fails its cells.
+var refusals = map[string]string{
+	// Debian 11: BTF, BPF LSM, trampolines, kprobes and ring buffers are there; the helpers every backend's
+	// programs call are not (see the README's kernel table).
+	"debian-5.10": "the kernel lacks the BPF helper(s) bpf_get_current_task_btf (Linux 5.11), bpf_task_pt_regs (Linux 5.15), " +
+		"bpf_loop (Linux 5.17) that the programs call: run on Linux 5.17 or later",
+}
+
 var benchInVM = flag.Bool("vmbench", false, "run the sensor benchmarks in the VM, once per backend (TestKernelMatrixBench)")
 
 // allowedSkipsFile lists the tests that may skip in the guest.
@@ -42,7 +53,9 @@ var guestTools = []struct{ path, debianPackage string }{
 }
 
 // TestPrivilegedKernelMatrix boots each kernel once per backend and runs the end-to-end suite there with
-// that backend forced. A cell that cannot run fails; it never passes by skipping.
+// that backend forced (or, on a kernel in refusals, checks the refusal). A cell that cannot run fails; it never
+// passes by skipping. Cells run in parallel, as many as -test.parallel (GOMAXPROCS: each guest's emulated CPU
+// takes one host CPU).
 func TestPrivilegedKernelMatrix(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	if testing.Short() {
@@ -65,6 +78,11 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 		}
 		for _, b := range backends {
 			t.Run(k.Name+"/"+b, func(t *testing.T) {
+				t.Parallel()
+				if want, ok := refusals[k.Name]; ok {
+					checkRefusal(t, image, files, b, want)
+					return
+				}
 				cfg := vm.Config{
 					Kernel:  image,
 					Cmdline: cmdline,
@@ -114,6 +132,33 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 			})
 		}
 	}
+}
+
+// checkRefusal boots image and starts the sensor with backend b, then with auto: each must exit at once with
+// status 1 and an error that says want.
+func checkRefusal(t *testing.T, image string, files map[string]string, b, want string) {
+	for _, backend := range []string{b, "auto"} {
+		res, err := vm.Run(context.Background(), vm.Config{
+			Kernel: image, Cmdline: cmdline, Files: files, Timeout: 5 * time.Minute,
+			Argv: []string{"/ew/bin/escapewatch", "run", "--backend", backend, "--metrics-addr", "127.0.0.1:0"},
+		})
+		if err != nil {
+			t.Fatalf("VM did not run: %v\nguest output so far:\n%s", err, tail(res.Output, 60))
+		}
+		out := string(res.Output)
+		if res.ExitCode != 1 || !strings.Contains(out, want) {
+			t.Errorf("--backend %s: exit %d, want 1 and an error saying %q:\n%s", backend, res.ExitCode, want, out)
+		}
+		if backend == "auto" && !strings.Contains(out, "no backend works on this kernel") {
+			t.Errorf("--backend auto: no summary of the backends tried:\n%s", out)
+		}
+		t.Logf("--backend %s refused, as expected: %s", backend, lastLine(out))
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // guestResults lists the tests (and subtests) that passed and skipped in go test -v output.

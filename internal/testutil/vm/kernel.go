@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,10 +18,17 @@ import (
 // Kernel is one pinned Debian kernel package (see kernels.go).
 type Kernel struct {
 	Name    string // e.g. "debian-6.1"
+	Suite   string // the Debian suite whose main component has it, e.g. "bookworm"
 	Package string // the binary package, e.g. "linux-image-6.1.0-50-cloud-amd64-unsigned"
 	Version string // its exact Debian version
 	SHA256  string // of the .deb, checked before anything is extracted from it
 }
+
+// Mirror is the Debian archive the kernels come from (the one the host's apt uses).
+const Mirror = "http://deb.debian.org/debian"
+
+// archiveKeyring authenticates the suites' indexes (package debian-archive-keyring).
+const archiveKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 // CacheDirEnv names the directory that DefaultCacheDir returns when set.
 const CacheDirEnv = "ESCAPEWATCH_VM_CACHE"
@@ -63,11 +71,15 @@ func downloadKernel(ctx context.Context, k Kernel, image string) error {
 		return fmt.Errorf("create the kernel cache: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	get := exec.CommandContext(ctx, "apt-get", "download", k.Package+"="+k.Version)
+	apt, err := suiteApt(ctx, filepath.Dir(dir), k.Suite)
+	if err != nil {
+		return err
+	}
+	get := exec.CommandContext(ctx, "apt-get", append(apt, "download", k.Package+"="+k.Version)...)
 	get.Dir = scratch
 	if out, err := get.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get download %s=%s: %w\n%s\nRun apt-get update (the package is in Debian 12's main suite); "+
-			"if the archive no longer has this version, pin another in internal/testutil/vm/kernels.go", k.Package, k.Version, err, out)
+		return fmt.Errorf("apt-get download %s=%s from %s: %w\n%s\nIf the archive no longer has this version (a point release "+
+			"of %s removed it), pin another in internal/testutil/vm/kernels.go", k.Package, k.Version, k.Suite, err, out, k.Suite)
 	}
 	debs, err := filepath.Glob(filepath.Join(scratch, "*.deb"))
 	if err != nil || len(debs) != 1 {
@@ -81,6 +93,33 @@ func downloadKernel(ctx context.Context, k Kernel, image string) error {
 		return err
 	}
 	return os.Rename(tmp, image)
+}
+
+// suiteApt returns the apt options that make apt-get see Debian's suite (main), with its indexes of the day in a
+// lists directory of its own under cacheDir: the host's apt sources and lists are never touched, and any suite
+// is reachable from any Debian host.
+func suiteApt(ctx context.Context, cacheDir, suite string) ([]string, error) {
+	if suite == "" {
+		return nil, errors.New("the pin names no suite")
+	}
+	root := filepath.Join(cacheDir, "apt", suite)
+	lists := filepath.Join(root, "lists")
+	if err := os.MkdirAll(filepath.Join(lists, "partial"), 0o755); err != nil {
+		return nil, fmt.Errorf("create the apt lists of %s: %w", suite, err)
+	}
+	sources := filepath.Join(root, "sources.list")
+	line := fmt.Sprintf("deb [signed-by=%s] %s %s main\n", archiveKeyring, Mirror, suite)
+	if err := os.WriteFile(sources, []byte(line), 0o644); err != nil {
+		return nil, fmt.Errorf("write the apt sources of %s: %w", suite, err)
+	}
+	opts := []string{"-q", "-o", "Dir::Etc::sourcelist=" + sources, "-o", "Dir::Etc::sourceparts=-",
+		"-o", "Dir::State::Lists=" + lists, "-o", "APT::Get::List-Cleanup=0"}
+	update := exec.CommandContext(ctx, "apt-get", append(opts, "update")...)
+	if out, err := update.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("apt-get update of %s from %s (needs the package debian-archive-keyring and the archive reachable): %w\n%s",
+			suite, Mirror, err, out)
+	}
+	return opts, nil
 }
 
 // extractKernel copies boot/vmlinuz-* out of the .deb's data archive to dst, skipping the modules.
