@@ -53,4 +53,4 @@ report() { "$tools/testreport" -skips test/allowed-skips.txt "$@"; }
 go test -race -json -count=1 -timeout 30m $(go list ./... | grep -v '^escapewatch/test/matrix$') | report
 
 step "kernel matrix: the end-to-end suite in qemu, per pinned kernel and backend"
-go test -json -count=1 -timeout 40m -v ./test/matrix | report -show escapewatch/test/matrix
+go test -json -count=1 -timeout 45m -v ./test/matrix | report -show escapewatch/test/matrix

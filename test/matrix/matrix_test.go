@@ -87,15 +87,17 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 					Kernel:  image,
 					Cmdline: cmdline,
 					Files:   files,
-					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=8m"},
+					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=12m"},
 					Env: []string{
 						testutil.RequirePrivilegedEnv + "=1",
 						"ESCAPEWATCH_BACKEND=" + b,
 						"ESCAPEWATCH_E2E_BIN_DIR=/ew/bin",
 					},
-					// A cell takes 70-120 s under TCG (up to 6 minutes on a loaded host); the suite's own timeout
-					// fires first on a test that hangs, and a guest kernel lockup panics within a minute (vm.Run).
-					Timeout: 10 * time.Minute,
+					// A cell takes 4-7 minutes under TCG with a host CPU of its own (each test starts a sensor,
+					// whose programs the guest kernel verifies in seconds), 10 on a busier host; the suite's own
+					// timeout fires first on a test that hangs, and a guest kernel lockup panics within a minute
+					// (vm.Run).
+					Timeout: 15 * time.Minute,
 				}
 				res, err := vm.Run(context.Background(), cfg)
 				if err != nil {
