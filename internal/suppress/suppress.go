@@ -4,6 +4,7 @@ package suppress
 
 import (
 	"cmp"
+	"container/list"
 	"fmt"
 	"path"
 	"slices"
@@ -246,19 +247,40 @@ type entry struct {
 	repeats int
 	last    finding.Finding
 	first   int64
+	order   *list.Element // in Aggregator.order
 }
+
+// MaxAggregates bounds the findings an Aggregator holds: a storm of distinct findings (a new value each) would
+// otherwise keep one per finding for a whole window. Beyond, the oldest window closes early: its aggregate, if
+// it folded repeats, comes out with the next Flush (the first finding of each was written at once).
+const MaxAggregates = 2048
 
 // Aggregator folds repeats. The first finding of a kind is written at once; repeats within the window are held
 // and come out as one finding with an Aggregate when the window closes. Not safe for concurrent use.
 type Aggregator struct {
 	window  time.Duration
+	limit   int
 	entries map[key]*entry
-	closed  []finding.Finding // aggregates whose key came back after its window, before a Flush
+	order   *list.List        // of keys, oldest window first
+	closed  []finding.Finding // aggregates whose window closed (the key came back after it, or it was the oldest of too many) before a Flush
 }
 
-// NewAggregator folds repeats within window; a window of 0 folds nothing.
+// NewAggregator folds repeats within window; a window of 0 folds nothing. It holds at most MaxAggregates windows.
 func NewAggregator(window time.Duration) *Aggregator {
-	return &Aggregator{window: window, entries: map[key]*entry{}}
+	return newAggregator(window, MaxAggregates)
+}
+
+func newAggregator(window time.Duration, limit int) *Aggregator {
+	return &Aggregator{window: window, limit: limit, entries: map[key]*entry{}, order: list.New()}
+}
+
+// close ends k's window: its aggregate, if any, waits for the next Flush.
+func (a *Aggregator) close(k key, e *entry) {
+	if e.repeats > 0 {
+		a.closed = append(a.closed, aggregate(e))
+	}
+	a.order.Remove(e.order)
+	delete(a.entries, k)
 }
 
 // Offer reports whether f is to be written now; false means it was folded into a coming aggregate.
@@ -269,10 +291,14 @@ func (a *Aggregator) Offer(f finding.Finding, now time.Time) bool {
 	k := keyOf(&f)
 	e, ok := a.entries[k]
 	if !ok || now.Sub(e.opened) >= a.window {
-		if ok && e.repeats > 0 {
-			a.closed = append(a.closed, aggregate(e)) // its window closed before a Flush: keep it for the next
+		if ok {
+			a.close(k, e) // its window closed before a Flush
 		}
-		a.entries[k] = &entry{opened: now, last: f}
+		for len(a.entries) >= a.limit {
+			oldest := a.order.Front().Value.(key)
+			a.close(oldest, a.entries[oldest])
+		}
+		a.entries[k] = &entry{opened: now, last: f, order: a.order.PushBack(k)}
 		return true
 	}
 	if e.repeats == 0 {
@@ -285,17 +311,17 @@ func (a *Aggregator) Offer(f finding.Finding, now time.Time) bool {
 
 // Flush returns the aggregates whose window has closed by now (all of them when final), oldest first.
 func (a *Aggregator) Flush(now time.Time, final bool) []finding.Finding {
+	for el := a.order.Front(); el != nil; {
+		k := el.Value.(key)
+		e := a.entries[k]
+		if !final && now.Sub(e.opened) < a.window {
+			break // the windows behind opened later
+		}
+		el = el.Next()
+		a.close(k, e)
+	}
 	out := a.closed
 	a.closed = nil
-	for k, e := range a.entries {
-		if !final && now.Sub(e.opened) < a.window {
-			continue
-		}
-		if e.repeats > 0 {
-			out = append(out, aggregate(e))
-		}
-		delete(a.entries, k)
-	}
 	slices.SortFunc(out, func(x, y finding.Finding) int { return cmp.Compare(x.Aggregate.FirstSeen, y.Aggregate.FirstSeen) })
 	return out
 }

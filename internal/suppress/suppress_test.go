@@ -213,3 +213,36 @@ func TestAggregatorOff(t *testing.T) {
 		}
 	}
 }
+
+// TestAggregatorBounded: a storm of distinct findings keeps at most the limit of windows; the oldest closes early,
+// and its repeats come out with the next Flush, none lost.
+func TestAggregatorBounded(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := newAggregator(time.Minute, 3)
+	// Process 1's finding is repeated twice, then 5 other processes' findings push its window out.
+	for i := range 3 {
+		a.Offer(openFinding(1, "sh", "/a/release_agent", i), t0)
+	}
+	for pid := 2; pid <= 6; pid++ {
+		if !a.Offer(openFinding(pid, "sh", "/a/release_agent", 10+pid), t0.Add(time.Second)) {
+			t.Fatalf("process %d's first finding must be written at once", pid)
+		}
+		if len(a.entries) > 3 || a.order.Len() != len(a.entries) {
+			t.Fatalf("%d windows held (%d in order), want at most 3", len(a.entries), a.order.Len())
+		}
+	}
+	got := a.Flush(t0.Add(2*time.Second), false)
+	if len(got) != 1 || got[0].Event.HostProcessID != 1 || got[0].Aggregate.Count != 2 {
+		t.Fatalf("flushed %+v, want process 1's aggregate of 2 repeats", got)
+	}
+	// Process 1's finding is news again: its window was closed.
+	if !a.Offer(openFinding(1, "sh", "/a/release_agent", 20), t0.Add(3*time.Second)) {
+		t.Fatal("a finding whose window closed early must be written at once")
+	}
+	if got := a.Flush(t0.Add(time.Hour), true); len(got) != 0 {
+		t.Fatalf("final flush: %d aggregates, want none (no repeats held)", len(got))
+	}
+	if len(a.entries) != 0 || a.order.Len() != 0 {
+		t.Fatalf("after the final flush: %d windows, %d in order", len(a.entries), a.order.Len())
+	}
+}
