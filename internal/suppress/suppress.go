@@ -250,6 +250,10 @@ type entry struct {
 	order   *list.Element // in Aggregator.order
 }
 
+// summaries are the rules whose findings already summarise many events with their counts (EW-1005: one origin's
+// losses in the last second): folding them would keep only the last one's counts.
+var summaries = map[string]bool{"EW-1005": true}
+
 // MaxAggregates bounds the findings an Aggregator holds: a storm of distinct findings (a new value each) would
 // otherwise keep one per finding for a whole window. Beyond, the oldest window closes early: its aggregate, if
 // it folded repeats, comes out with the next Flush (the first finding of each was written at once).
@@ -285,7 +289,7 @@ func (a *Aggregator) close(k key, e *entry) {
 
 // Offer reports whether f is to be written now; false means it was folded into a coming aggregate.
 func (a *Aggregator) Offer(f finding.Finding, now time.Time) bool {
-	if a.window <= 0 {
+	if a.window <= 0 || summaries[f.SigMetadata.ID] {
 		return true
 	}
 	k := keyOf(&f)

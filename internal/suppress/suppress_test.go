@@ -205,6 +205,18 @@ func TestAggregator(t *testing.T) {
 	}
 }
 
+// TestAggregatorKeepsSummaries: EW-1005's findings are each a count of their own, never folded.
+func TestAggregatorKeepsSummaries(t *testing.T) {
+	a := NewAggregator(time.Minute)
+	for i := range 3 {
+		f := openFinding(1, "sh", "/a/release_agent", i)
+		f.SigMetadata.ID = "EW-1005"
+		if !a.Offer(f, time.Unix(0, 0)) {
+			t.Fatalf("EW-1005 summary %d folded", i)
+		}
+	}
+}
+
 func TestAggregatorOff(t *testing.T) {
 	a := NewAggregator(0)
 	for i := range 3 {

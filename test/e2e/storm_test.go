@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,9 +14,13 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// stormWrites is how many values the storm writes (two records each): many times the storming cgroup's budget
-// (500 at once, 100 a second) in the time it takes, even on an emulated CPU.
+// stormWrites is how many times the storm reads release_agent and opens it for writing: many times the storming
+// cgroup's budget (500 at once, 100 a second) in the time it takes, even on an emulated CPU.
 const stormWrites = 2000
+
+// stormFor is how long the storm then writes new values (two records each): long enough for the budget's
+// steady rate, not only its burst, to be what holds the storm back.
+const stormFor = 20 * time.Second
 
 // maxSensorRSS bounds the sensor's resident memory after the storm (the race detector multiplies it).
 func maxSensorRSS() int {
@@ -25,7 +31,7 @@ func maxSensorRSS() int {
 }
 
 // TestPrivilegedStormCannotHideEscape: a namespaced process in one cgroup reads release_agent in a loop, opens it
-// for writing in a loop, then writes changing values into it, for seconds; meanwhile a process in another cgroup runs the whole escape. The
+// for writing in a loop, then writes changing values into it for stormFor; meanwhile a process in another cgroup runs the whole escape. The
 // escape's findings all arrive (TRC-1010, EW-1001, EW-1004), the storm shows as EW-1005 summaries that count
 // what was repeated and what was lost and give the hierarchy's release_agent as the kernel has it, and the sensor's memory stays
 // bounded.
@@ -39,8 +45,10 @@ func TestPrivilegedStormCannotHideEscape(t *testing.T) {
 	argv := inNamespace("sh", "-c", testutil.JoinCgroups(stormDirs)+shellAct+fmt.Sprintf(
 		`i=0; while [ $i -lt 2000 ]; do read -r v < %[1]s; i=$((i+1)); done
 i=0; while [ $i -lt %[2]d ]; do i=$((i+1)); exec 3>>%[1]s; done
-i=0; while [ $i -lt %[2]d ]; do i=$((i+1)); echo /storm-$i > %[1]s; done
-echo /storm-final > %[1]s`, noise.Agent(), stormWrites))
+read -r up rest < /proc/uptime; end=$((${up%%.*}+%[3]d))
+i=0; while :; do i=$((i+1)); echo /storm-$i > %[1]s
+  if [ $((i%%50)) -eq 0 ]; then read -r up rest < /proc/uptime; [ ${up%%.*} -lt $end ] || break; fi; done
+echo /storm-final > %[1]s; echo "values $i"`, noise.Agent(), stormWrites, int(stormFor.Seconds())))
 	storm := exec.Command(argv[0], argv[1:]...)
 	stormOut := &syncBuffer{}
 	storm.Stdout = stormOut
@@ -106,11 +114,41 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 	changed := len(s.matching(func(f finding) bool {
 		return f.SigMetadata.ID == "EW-1001" && f.Event.HostProcessID == stormer.HostPID
 	}))
-	t.Logf("storm: %d EW-1001 findings delivered, %v records reported lost, %v repeated", changed, lost, repeated)
+	values := strings.TrimSpace(stormOut.String()[strings.LastIndex(strings.TrimSpace(stormOut.String()), "\n")+1:])
+	t.Logf("storm (%s written in %s): %d EW-1001 findings delivered, %v records reported lost, %v repeated",
+		values, stormFor, changed, lost, repeated)
 
 	rss := procStatusKiB(t, s.cmd.Process.Pid, "VmRSS")
 	if rss<<10 > maxSensorRSS() {
 		t.Errorf("sensor RSS %d KiB after the storm, want at most %d MiB", rss, maxSensorRSS()>>20)
 	}
 	t.Logf("sensor RSS after the storm: %d KiB", rss)
+
+	// Every record the storm made is accounted for: delivered (its findings, with the repeats their aggregates
+	// stand for, written when the sensor stops), or counted by the kernel as lost or repeated (EW-1005).
+	if code := s.stop(syscall.SIGINT); code != 0 {
+		t.Fatalf("sensor exited with %d on SIGINT", code)
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(values, "values "))
+	if err != nil {
+		t.Fatalf("the storm printed %q", values)
+	}
+	made := stormWrites + 2*(n+1) // the opens, then an open and a value for each write and the final one
+	delivered := 0
+	for _, f := range s.matching(func(f finding) bool {
+		return (f.SigMetadata.ID == "TRC-1010" || f.SigMetadata.ID == "EW-1001") && f.Event.HostProcessID == stormer.HostPID
+	}) {
+		delivered += max(1, f.aggregate) // an aggregate stands for the repeats after the finding written first
+	}
+	lost, repeated = 0, 0
+	for _, f := range s.matching(func(f finding) bool { return f.SigMetadata.ID == "EW-1005" }) {
+		if strings.HasSuffix(fmt.Sprint(f.Data["cgroup"]), filepath.Base(stormDirs[0])) {
+			l, _ := f.Data["lost"].(float64)
+			r, _ := f.Data["repeated"].(float64)
+			lost, repeated = lost+l, repeated+r
+		}
+	}
+	if got := delivered + int(lost) + int(repeated); got != made {
+		t.Errorf("the storm made %d records: %d delivered + %v lost + %v repeated = %d", made, delivered, lost, repeated, got)
+	}
 }
