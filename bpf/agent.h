@@ -57,8 +57,12 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 		r->facts |= EW_FACT_OLD_VALUE;
 	}
 	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
-	if (ret >= 0)
+	if (ret >= 0) {
+		struct ew_agent_setter *prev = bpf_map_lookup_elem(&ew_agent_setters, &key);
+		if (!prev || prev->cgroup_id != bpf_get_current_cgroup_id())
+			r->facts |= EW_FACT_NEW_SETTER;
 		ew_setter_record(root, r->arg_path, EW_SET_WRITE, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT), 0);
+	}
 	r->setter.hierarchy_id = key; /* which hierarchy, should the record be lost */
 	ew_emit(r);
 }

@@ -68,7 +68,7 @@ static __always_inline __u64 ew_record_signature(struct ew_record *r)
 }
 
 /* ew_admit says whether record r may be sent, and gives its origin's state (NULL when it cannot be kept) and
- * whether r is the origin's first record. */
+ * whether r may take the ring's reserve: the origin's first record, or the first value it plants in a hierarchy. */
 static __always_inline int ew_admit(struct ew_record *r, struct ew_origin **origin, int *first)
 {
 	__u64 key = r->task.origin_id;
@@ -82,11 +82,21 @@ static __always_inline int ew_admit(struct ew_record *r, struct ew_origin **orig
 			return 1;
 	}
 	*origin = o;
+	/* The kernel's helpers always go. */
 	if (r->kind == EW_KIND_HELPER_EXEC)
 		return 1;
 	__u64 now = r->task.boot_ns;
 	__u64 tat = o->tat > now ? o->tat : now;
-	if (tat - now > EW_ORIGIN_INTERVAL_NS * (EW_ORIGIN_BURST - 1)) {
+	__u64 burst = EW_ORIGIN_INTERVAL_NS * (EW_ORIGIN_BURST - 1);
+	/* So does the first value a cgroup plants in a hierarchy, over its budget if need be, and into the ring's
+	 * reserve: a storm cannot hide the planting. It goes into debt, one burst at most: cgroups that take turns
+	 * setting one hierarchy (each write then a first) are held back like any storm. */
+	if ((r->facts & EW_FACT_NEW_SETTER) && tat - now <= 2 * burst) {
+		*first = 1;
+		o->tat = tat + EW_ORIGIN_INTERVAL_NS;
+		return 1;
+	}
+	if (tat - now > burst) {
 		if (ew_record_signature(r) == o->last_sent) {
 			__sync_fetch_and_add(&o->repeated, 1);
 			ew_origin_lost(o, r);

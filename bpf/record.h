@@ -46,6 +46,9 @@ enum ew_fact {
 	/* helper exec: the hierarchy's value is not the one its recorded setter left: a path the sensor does not
 	 * watch changed it since */
 	EW_FACT_SETTER_STALE = 1 << 12,
+	/* agent write: the first value this cgroup set in this hierarchy (its last setter was another, or none): sent
+	 * whatever the cgroup's budget (emit.h) */
+	EW_FACT_NEW_SETTER = 1 << 13,
 };
 
 /* How a hierarchy's release_agent got its value (ew_agent_setter.how). */

@@ -23,9 +23,7 @@ var helperSince = map[asm.BuiltinFunc]string{
 }
 
 // missingHelpers lists the BPF helpers spec's programs call that the running kernel does not have, as the
-// kernel's verifier says of a program calling each one alone. Without this, such a kernel refuses the whole
-// object with a message about something else (5.10, lacking bpf_loop's callbacks, says "number of funcs in
-// func_info doesn't match number of subprogs").
+// kernel's verifier says of a program calling each one alone.
 func missingHelpers(spec *ebpf.CollectionSpec) ([]asm.BuiltinFunc, error) {
 	var calls []asm.BuiltinFunc
 	for _, prog := range spec.Programs {

@@ -48,6 +48,7 @@ const (
 	kernelEwFactEW_FACT_AGENT_SHAPED        kernelEwFact = 1024
 	kernelEwFactEW_FACT_AGENT_ESCAPE        kernelEwFact = 2048
 	kernelEwFactEW_FACT_SETTER_STALE        kernelEwFact = 4096
+	kernelEwFactEW_FACT_NEW_SETTER          kernelEwFact = 8192
 )
 
 type kernelEwKind uint32

@@ -142,13 +142,6 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
 	}
-	missing, err := missingHelpers(spec)
-	if err != nil {
-		return nil, err
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%w: %w", errNotAvailable, missingHelpersError(missing))
-	}
 	vars, err := objs.config(spec)
 	if err != nil {
 		return nil, fmt.Errorf("the embedded BPF object's settings: %w", err)
@@ -167,6 +160,12 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		}
 	}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		// A kernel that lacks a helper the programs call refuses them with a message about something else
+		// (5.10: "number of funcs in func_info doesn't match number of subprogs"): probe each helper, only
+		// now, so that a start that loads pays nothing for it.
+		if missing, perr := missingHelpers(spec); perr == nil && len(missing) > 0 {
+			return nil, fmt.Errorf("%w: %w", errNotAvailable, missingHelpersError(missing))
+		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) && !errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %+v", ve)

@@ -169,6 +169,37 @@ func TestPrivilegedLossesPerOrigin(t *testing.T) {
 	}
 }
 
+// TestPrivilegedPlantingOverBudget: a cgroup that spent its budget on a flood still gets the first value it plants
+// in a hierarchy through: the planting is never one of the records a storm hides.
+func TestPrivilegedPlantingOverBudget(t *testing.T) {
+	flooded, planted := testutil.MountHierarchy(t), testutil.MountHierarchy(t)
+	s := openTestSensor(t)
+	defer s.Close()
+	name := fmt.Sprintf("ewplant%d", os.Getpid())
+	script := floodScript(testutil.CgroupDirs(t, name), flooded.Agent(), 3000) +
+		fmt.Sprintf("; echo /planted-first > %[1]s; echo /planted-second > %[1]s", planted.Agent())
+	pid := runScript(t, name, script)
+	var values []any
+	repeats := uint64(0)
+	for _, ev := range drain(t, s) {
+		if h, _ := ev.Arg("hierarchy"); ev.EventName == event.ReleaseAgentChanged && h.Value == planted.Name && ev.HostProcessID == pid {
+			v, _ := ev.Arg("value")
+			values = append(values, v.Value)
+		}
+		if c, _ := ev.Arg("cgroup"); ev.EventName == event.RecordsLost && strings.HasSuffix(c.Value.(string), "/"+name) {
+			n, _ := ev.Arg("repeated")
+			repeats += n.Value.(uint64)
+		}
+	}
+	if repeats == 0 {
+		t.Fatalf("the flood of 3000 opens stayed within the budget: nothing to prove")
+	}
+	if len(values) == 0 || values[0] != "/planted-first" {
+		t.Errorf("values planted over budget, as delivered: %v; want /planted-first first", values)
+	}
+	t.Logf("over budget (%d repeats counted), delivered: %v", repeats, values)
+}
+
 // TestPrivilegedDropsAreCounted fills the ring buffer while nobody reads it, from many cgroups (each within its
 // budget at first): every open of the real release_agent for writing is either delivered or counted as lost
 // (ring full, or over budget), none vanishes; and a new cgroup's first record still gets through.
