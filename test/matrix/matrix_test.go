@@ -93,7 +93,7 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 						"ESCAPEWATCH_BACKEND=" + b,
 						"ESCAPEWATCH_E2E_BIN_DIR=/ew/bin",
 					},
-					// A cell takes 4-7 minutes under TCG with a host CPU of its own (each test starts a sensor,
+					// A cell takes 3.5-5 minutes under TCG with a host CPU of its own (each test starts a sensor,
 					// whose programs the guest kernel verifies in seconds), 10 on a busier host; the suite's own
 					// timeout fires first on a test that hangs, and a guest kernel lockup panics within a minute
 					// (vm.Run).
