@@ -59,7 +59,7 @@ static __always_inline void ew_agent_written(struct file *file, struct cgroup_ro
 	bpf_map_update_elem(&ew_agent_values, &key, r->arg_path, BPF_ANY);
 	if (ret >= 0) {
 		struct ew_agent_setter *prev = bpf_map_lookup_elem(&ew_agent_setters, &key);
-		if (!prev || prev->cgroup_id != bpf_get_current_cgroup_id())
+		if (!prev || prev->origin_id != r->task.origin_id)
 			r->facts |= EW_FACT_NEW_SETTER;
 		ew_setter_record(root, r->arg_path, EW_SET_WRITE, r->cgroup_path, !(r->facts & EW_FACT_CGROUP_CUT), 0);
 	}

@@ -46,8 +46,8 @@ enum ew_fact {
 	/* helper exec: the hierarchy's value is not the one its recorded setter left: a path the sensor does not
 	 * watch changed it since */
 	EW_FACT_SETTER_STALE = 1 << 12,
-	/* agent write: the first value this cgroup set in this hierarchy (its last setter was another, or none): sent
-	 * whatever the cgroup's budget (emit.h) */
+	/* agent write: the first value this origin set in this hierarchy (its last setter was another, or none): sent
+	 * whatever the origin's budget (emit.h) */
 	EW_FACT_NEW_SETTER = 1 << 13,
 };
 
@@ -73,6 +73,7 @@ struct ew_agent_setter {
 	__u64 value_hash; /* FNV-1a (64 bits) of the value the setter left: tells whether it is still the value */
 	__u64 boot_ns;	  /* when, boot clock */
 	__u64 cgroup_id;  /* the setter's cgroup v2 id */
+	__u64 origin_id;  /* the setter's origin (ew_task.origin_id): its cgroup, on v1-only hosts too */
 	__u32 how;	  /* enum ew_set_how */
 	__u32 trust;	  /* enum ew_trust */
 	__u32 host_pid;	  /* the setter's tgid in the initial pid namespace */

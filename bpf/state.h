@@ -94,6 +94,7 @@ static __always_inline int ew_setter_record(struct cgroup_root *root, const char
 		.value_hash = hash,
 		.boot_ns = bpf_ktime_get_boot_ns(),
 		.cgroup_id = bpf_get_current_cgroup_id(),
+		.origin_id = BPF_CORE_READ(ew_task_cgroup(task), kn, id),
 		.how = how,
 		.trust = ew_trust_of(task, cgroup_path, cgroup_whole),
 		.host_pid = BPF_CORE_READ(task, tgid),

@@ -18,6 +18,7 @@ type tracepointEwAgentSetter struct {
 	ValueHash   uint64
 	BootNs      uint64
 	CgroupId    uint64
+	OriginId    uint64
 	How         uint32
 	Trust       uint32
 	HostPid     uint32
