@@ -114,7 +114,8 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent))...)
 	changed := len(s.matching(func(f finding) bool {
 		return f.SigMetadata.ID == "EW-1001" && f.Event.HostProcessID == stormer.HostPID
 	}))
-	values := strings.TrimSpace(stormOut.String()[strings.LastIndex(strings.TrimSpace(stormOut.String()), "\n")+1:])
+	outLines := strings.Split(strings.TrimSpace(stormOut.String()), "\n")
+	values := outLines[len(outLines)-1] // "values N"
 	t.Logf("storm (%s written in %s): %d EW-1001 findings delivered, %v records reported lost, %v repeated",
 		values, stormFor, changed, lost, repeated)
 
