@@ -117,6 +117,8 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 				if res.ExitCode != 0 {
 					t.Errorf("the end-to-end suite failed in the guest (exit %d):\n%s\nconsole tail:\n%s",
 						res.ExitCode, res.Output, tail(res.Console, 40))
+					// Last, so the end of the log says which guest tests failed and why.
+					t.Errorf("%s/%s: guest tests failed:\n%s", k.Name, b, guestFailures(string(res.Output)))
 				} else if !strings.Contains(string(res.Output), "\nPASS") {
 					t.Errorf("exit 0 but no PASS in the guest's output:\n%s", res.Output)
 				}
@@ -178,6 +180,46 @@ func guestResults(out string) (passed, skipped []string) {
 		}
 	}
 	return passed, skipped
+}
+
+// guestFailures is, for each test that failed in go test -v output, its name and the error lines it reported
+// (attributed by the "=== RUN/CONT/NAME" lines go test writes when the running test changes), at most
+// maxFailureLines each.
+func guestFailures(out string) string {
+	const maxFailureLines = 20
+	lines := map[string][]string{}
+	var current string
+	var failed []string
+	continuing := false // the line before was an error line, whose message may go on, indented deeper
+	for _, line := range strings.Split(out, "\n") {
+		trimmed := strings.TrimSpace(line)
+		fields := strings.Fields(trimmed)
+		wasContinuing := continuing
+		continuing = false
+		switch {
+		case len(fields) >= 2 && (fields[0] == "===" || fields[0] == "---"):
+			if len(fields) >= 3 && fields[0]+" "+fields[1] == "--- FAIL:" {
+				failed = append(failed, fields[2])
+			} else if fields[0] == "===" && len(fields) >= 3 {
+				current = fields[2]
+			}
+		case current != "" && len(lines[current]) < maxFailureLines &&
+			(strings.Contains(line, "_test.go:") || wasContinuing && strings.HasPrefix(line, "        ")):
+			lines[current] = append(lines[current], trimmed)
+			continuing = true
+		}
+	}
+	var b strings.Builder
+	for _, name := range failed {
+		fmt.Fprintf(&b, "--- %s\n", name)
+		for _, l := range lines[name] {
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
+	}
+	if len(failed) == 0 {
+		b.WriteString("(no test reported a failure: a panic or the suite's timeout; see the output above)\n")
+	}
+	return b.String()
 }
 
 // TestKernelMatrixBench runs the benchmarks of internal/sensor in the VM with each backend (with -vmbench; see
@@ -289,4 +331,24 @@ func tail(b []byte, lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
+}
+
+func TestGuestFailures(t *testing.T) {
+	out := `=== RUN   TestA
+    a_test.go:10: starting
+=== RUN   TestB
+=== PAUSE TestB
+=== CONT  TestB
+    b_test.go:20: no finding for the write
+        want EW-1001
+=== NAME  TestA
+    a_test.go:11: fine
+--- PASS: TestA (1.00s)
+--- FAIL: TestB (2.00s)
+FAIL
+`
+	want := "--- TestB\n    b_test.go:20: no finding for the write\n    want EW-1001\n"
+	if got := guestFailures(out); got != want {
+		t.Errorf("guestFailures = %q, want %q", got, want)
+	}
 }

@@ -1,6 +1,6 @@
 // Command testreport reads `go test -json` on stdin and prints what a CI log needs: each package's result, the
-// whole output of every failed test, the output of the packages named by -show as it arrives, and the tests
-// that skipped. A skip not in the allow-list (-skips FILE) fails the run, as does any failure: with
+// whole output of every failed test, the output of the packages named by -show as it arrives, the tests
+// that skipped, and last a digest of each failure's reason (a CI log is often read from its tail). A skip not in the allow-list (-skips FILE) fails the run, as does any failure: with
 // ESCAPEWATCH_REQUIRE_PRIVILEGED=1, a skipped test is a test that did not run.
 //
 //	go test -json ./... | go run ./internal/testutil/testreport -skips test/allowed-skips.txt
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ type key struct{ pkg, test string }
 
 func report(in io.Reader, out io.Writer, allowed skips.List, show []string) error {
 	outputs := map[key]*strings.Builder{} // buffered until the test ends
-	var failed, badSkips, okSkips []string
+	var failed, badSkips, okSkips, digest []string
 	packages := 0
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
@@ -89,6 +90,9 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 			}
 			if ev.Test != "" {
 				failed = append(failed, ev.Package+" "+ev.Test)
+				if reason := lastReason(outputs[k]); reason != "" {
+					digest = append(digest, fmt.Sprintf("--- %s %s:\n%s", ev.Package, ev.Test, reason))
+				}
 			} else {
 				packages++
 				fmt.Fprintf(out, "FAIL\t%s\t%.1fs\n", ev.Package, ev.Elapsed)
@@ -121,6 +125,9 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 	for _, s := range okSkips {
 		fmt.Fprintf(out, "skipped (allowed): %s\n", s)
 	}
+	if len(digest) > 0 {
+		fmt.Fprintf(out, "why each test failed (its last reported error; the whole output is above):\n%s", strings.Join(digest, ""))
+	}
 	var errs []error
 	for _, s := range badSkips {
 		errs = append(errs, fmt.Errorf("skipped, and not in the allow-list: %s", s))
@@ -132,6 +139,33 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 		errs = append(errs, errors.New("no package reported a result"))
 	}
 	return errors.Join(errs...)
+}
+
+// reasonLine is the first line of a t.Error or t.Fatal message as go test prints it: "    name_test.go:12: text".
+var reasonLine = regexp.MustCompile(`^\s+\S+_test\.go:\d+: `)
+
+// maxReasonLines bounds one failure's digest: a message can carry a whole guest's output.
+const maxReasonLines = 25
+
+// lastReason is a failed test's last error message (lines from its last "name_test.go:N:" line on, at most
+// maxReasonLines), or "" when the test reported none (a panic, a timeout: the whole output above says why).
+func lastReason(b *strings.Builder) string {
+	if b == nil {
+		return ""
+	}
+	lines := strings.SplitAfter(b.String(), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if reasonLine.MatchString(lines[i]) {
+			end := min(len(lines), i+maxReasonLines)
+			for j := i + 1; j < end; j++ {
+				if strings.HasPrefix(lines[j], "--- ") || strings.HasPrefix(lines[j], "=== ") {
+					end = j
+				}
+			}
+			return strings.Join(lines[i:end], "")
+		}
+	}
+	return ""
 }
 
 // lastLine is the last line of a test's output that go test did not write itself: the reason t.Skip gave.

@@ -39,6 +39,7 @@ func TestReport(t *testing.T) {
 		"b_test.go:3: the reason it failed", // a failed test's output
 		"# p/broken [p/broken.test]",        // the go command's own lines pass through
 		"skipped (allowed): p/ok TestA: a_test.go:9: a benchmark runner",
+		"why each test failed (its last reported error; the whole output is above):\n--- p/bad TestB:\n    b_test.go:3: the reason it failed\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
@@ -62,5 +63,23 @@ func TestReportShowsPackageOutput(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "p/ok TestA: a_test.go:9: a benchmark runner") {
 		t.Errorf("error %v: want the skip of p/ok TestA refused by an empty allow-list", err)
+	}
+}
+
+func TestLastReason(t *testing.T) {
+	for _, tc := range []struct{ name, output, want string }{
+		{"none", "=== RUN   TestA\npanic: boom\n", ""},
+		{"the last of two", "    a_test.go:1: first\n    a_test.go:2: second\n        more\n--- FAIL: TestA\n",
+			"    a_test.go:2: second\n        more\n"},
+		{"bounded", "    a_test.go:1: long\n" + strings.Repeat("        line\n", 100),
+			"    a_test.go:1: long\n" + strings.Repeat("        line\n", maxReasonLines-1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString(tc.output)
+			if got := lastReason(&b); got != tc.want {
+				t.Errorf("lastReason = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
