@@ -19,9 +19,18 @@ import (
 type Kernel struct {
 	Name    string // e.g. "debian-6.1"
 	Suite   string // the Debian suite whose main component has it, e.g. "bookworm"
+	Arch    string // the package's architecture in GOARCH spelling, "amd64" or "arm64"; "" is amd64
 	Package string // the binary package, e.g. "linux-image-6.1.0-50-cloud-amd64-unsigned"
 	Version string // its exact Debian version
 	SHA256  string // of the .deb, checked before anything is extracted from it
+}
+
+// GOARCH returns the kernel's architecture, and so the guest's (Config.Arch).
+func (k Kernel) GOARCH() string {
+	if k.Arch == "" {
+		return "amd64"
+	}
+	return k.Arch
 }
 
 // Mirror is the Debian archive the kernels come from (the one the host's apt uses).
@@ -71,7 +80,7 @@ func downloadKernel(ctx context.Context, k Kernel, image string) error {
 		return fmt.Errorf("create the kernel cache: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	apt, err := suiteApt(ctx, filepath.Dir(dir), k.Suite)
+	apt, err := suiteApt(ctx, filepath.Dir(dir), k.Suite, k.GOARCH())
 	if err != nil {
 		return err
 	}
@@ -95,29 +104,41 @@ func downloadKernel(ctx context.Context, k Kernel, image string) error {
 	return os.Rename(tmp, image)
 }
 
-// suiteApt returns the apt options that make apt-get see Debian's suite (main), with its indexes of the day in a
-// lists directory of its own under cacheDir: the host's apt sources and lists are never touched, and any suite
-// is reachable from any Debian host.
-func suiteApt(ctx context.Context, cacheDir, suite string) ([]string, error) {
+// debianArch is the Debian spelling of each GOARCH a guest may have.
+var debianArch = map[string]string{"amd64": "amd64", "arm64": "arm64"}
+
+// suiteApt returns the apt options that make apt-get see Debian's suite (main) for architecture goarch, with its
+// indexes of the day in a lists directory of its own per suite and architecture under cacheDir: the host's apt
+// sources, lists, caches and package status are never touched (no dpkg --add-architecture), and any suite and
+// architecture is reachable from any Debian host.
+func suiteApt(ctx context.Context, cacheDir, suite, goarch string) ([]string, error) {
 	if suite == "" {
 		return nil, errors.New("the pin names no suite")
 	}
-	root := filepath.Join(cacheDir, "apt", suite)
+	arch, ok := debianArch[goarch]
+	if !ok {
+		return nil, fmt.Errorf("architecture %q: want amd64 or arm64", goarch)
+	}
+	root := filepath.Join(cacheDir, "apt", suite+"-"+arch)
 	lists := filepath.Join(root, "lists")
 	if err := os.MkdirAll(filepath.Join(lists, "partial"), 0o755); err != nil {
 		return nil, fmt.Errorf("create the apt lists of %s: %w", suite, err)
 	}
 	sources := filepath.Join(root, "sources.list")
-	line := fmt.Sprintf("deb [signed-by=%s] %s %s main\n", archiveKeyring, Mirror, suite)
+	line := fmt.Sprintf("deb [arch=%s signed-by=%s] %s %s main\n", arch, archiveKeyring, Mirror, suite)
 	if err := os.WriteFile(sources, []byte(line), 0o644); err != nil {
 		return nil, fmt.Errorf("write the apt sources of %s: %w", suite, err)
 	}
 	opts := []string{"-q", "-o", "Dir::Etc::sourcelist=" + sources, "-o", "Dir::Etc::sourceparts=-",
-		"-o", "Dir::State::Lists=" + lists, "-o", "APT::Get::List-Cleanup=0"}
+		"-o", "Dir::State::Lists=" + lists, "-o", "APT::Get::List-Cleanup=0",
+		"-o", "APT::Architecture=" + arch, "-o", "APT::Architectures=" + arch,
+		// Nothing is installed: the host's package status would only mix its own architecture in, and the binary
+		// caches would go to the host's /var/cache/apt.
+		"-o", "Dir::State::status=/dev/null", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="}
 	update := exec.CommandContext(ctx, "apt-get", append(opts, "update")...)
 	if out, err := update.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("apt-get update of %s from %s (needs the package debian-archive-keyring and the archive reachable): %w\n%s",
-			suite, Mirror, err, out)
+		return nil, fmt.Errorf("apt-get update of %s/%s from %s (needs the package debian-archive-keyring and the archive reachable): %w\n%s",
+			suite, arch, Mirror, err, out)
 	}
 	return opts, nil
 }
