@@ -65,7 +65,7 @@ func TestAddExecutable(t *testing.T) {
 	}
 
 	static := filepath.Join(t.TempDir(), "init")
-	bin, err := guestInit(t.Context())
+	bin, err := guestInit(t.Context(), "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}

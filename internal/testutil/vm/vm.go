@@ -4,7 +4,8 @@
 // port and its exit status as a marker line on the console.
 //
 // qemu runs under TCG, as -enable-kvm hangs on the machines this project runs on; a Debian 6.1 kernel
-// still boots to the command in about 3 s. The output port carries about 100-250 KB/s (small writes are
+// still boots to the command in about 3 s. Guests are amd64 (a PC) or arm64 (qemu's virt board), whatever
+// the host's architecture. The output port carries about 100-250 KB/s (small writes are
 // the slow end), plenty for test logs but not for bulk data.
 package vm
 
@@ -30,6 +31,7 @@ import (
 // Config describes one run.
 type Config struct {
 	Kernel   string            // path to the kernel image
+	Arch     string            // the guest's GOARCH, the kernel's (Kernel.Arch): "amd64" (the default) or "arm64"
 	Cmdline  string            // extra kernel command line (e.g. "lsm=lockdown,capability,landlock,bpf")
 	Files    map[string]string // guest path -> host path; regular files copied with their mode; directories copied recursively
 	Argv     []string          // command to run in the guest (absolute guest path first)
@@ -43,13 +45,61 @@ type Config struct {
 // Result is what a run produced.
 type Result struct {
 	ExitCode int           // the command's exit status inside the guest (-1 when it never reported one)
-	Output   []byte        // what the command wrote to stdout+stderr (via ttyS1)
+	Output   []byte        // what the command wrote to stdout+stderr (via the output serial port)
 	Console  []byte        // the guest console (kernel log + init messages), for diagnosing failures
 	Boot     time.Duration // time from qemu start until the command started
 }
 
+// machine is how qemu emulates one guest architecture.
+type machine struct {
+	qemu, debianPackage string   // the emulator and the Debian package that has it
+	args                []string // machine and CPU
+	console             string   // the kernel's console device, on qemu's first -serial (stdio)
+	output              string   // the guest device that carries the command's output (protocol.Command.Output)
+	outputArgs          []string // connect that device to the chardev "output"
+}
+
+// One host thread runs the vCPUs in turn (thread=single): a guest hang seen with multi-threaded TCG (a soft
+// lockup in cgroup_mkdir, waiting on the other vCPU during text patching) cannot come from a race between
+// emulator threads then. Never KVM (see the package comment).
+var machines = map[string]machine{
+	"amd64": {
+		qemu: "qemu-system-x86_64", debianPackage: "qemu-system-x86",
+		args:    []string{"-accel", "tcg,thread=single", "-cpu", "max"},
+		console: "ttyS0", output: "/dev/ttyS1",
+		outputArgs: []string{"-serial", "chardev:output"},
+	},
+	// The virt board has one UART (a PL011, ttyAMA0), so the output goes to a PCI 16550, which Debian's arm64
+	// kernel drives with its built-in 8250 driver; having no ISA ports, it numbers that one ttyS0.
+	"arm64": {
+		qemu: "qemu-system-aarch64", debianPackage: "qemu-system-arm",
+		// pauth-impdef: TCG emulates the architected pointer authentication cipher (QARMA) slowly; qemu's own
+		// hash boots to the command in 5 s instead of 18.
+		args:    []string{"-machine", "virt", "-accel", "tcg,thread=single", "-cpu", "max,pauth-impdef=on"},
+		console: "ttyAMA0", output: "/dev/ttyS0",
+		outputArgs: []string{"-device", "pci-serial,chardev=output"},
+	},
+}
+
+// Qemu returns the qemu binary that runs guests of architecture arch (a GOARCH; "" is amd64) and the Debian
+// package that has it.
+func Qemu(arch string) (binary, debianPackage string, err error) {
+	m, err := machineFor(arch)
+	return m.qemu, m.debianPackage, err
+}
+
+func machineFor(arch string) (machine, error) {
+	if arch == "" {
+		arch = "amd64"
+	}
+	m, ok := machines[arch]
+	if !ok {
+		return m, fmt.Errorf("guest architecture %q: want amd64 or arm64", arch)
+	}
+	return m, nil
+}
+
 const (
-	qemuBinary  = "qemu-system-x86_64"
 	defaultPath = "PATH=/bin:/usr/bin:/sbin:/usr/sbin"
 	// consoleTail is how many console lines an error quotes.
 	consoleTail = 40
@@ -64,9 +114,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	qemu, err := exec.LookPath(qemuBinary)
+	m, err := machineFor(cfg.Arch)
 	if err != nil {
-		return res, fmt.Errorf("%s not found: apt-get install qemu-system-x86: %w", qemuBinary, err)
+		return res, err
+	}
+	qemu, err := exec.LookPath(m.qemu)
+	if err != nil {
+		return res, fmt.Errorf("%s not found: apt-get install %s: %w", m.qemu, m.debianPackage, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -76,11 +130,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer os.RemoveAll(dir)
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := buildInitramfs(ctx, initrd, cfg); err != nil {
+	if err := buildInitramfs(ctx, initrd, cfg, m.output); err != nil {
 		return res, err
 	}
 	output := filepath.Join(dir, "output")
-	return boot(ctx, qemu, qemuArgs(cfg, initrd, output), output, cfg.Timeout)
+	return boot(ctx, qemu, qemuArgs(m, cfg, initrd, output), output, cfg.Timeout)
 }
 
 // withDefaults checks cfg and fills in the defaults.
@@ -96,6 +150,9 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.Dir == "" {
 		cfg.Dir = "/"
+	}
+	if cfg.Arch == "" {
+		cfg.Arch = "amd64"
 	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 2048
@@ -118,14 +175,14 @@ func hasVar(env []string, name string) bool {
 	return false
 }
 
-// buildInitramfs writes the guest root: the init, the command for it, the console device it starts with,
-// and cfg.Files.
-func buildInitramfs(ctx context.Context, dst string, cfg Config) error {
-	initBin, err := guestInit(ctx)
+// buildInitramfs writes the guest root: the init, the command for it (with output, the guest device of the
+// output port), the console device it starts with, and cfg.Files.
+func buildInitramfs(ctx context.Context, dst string, cfg Config, output string) error {
+	initBin, err := guestInit(ctx, cfg.Arch)
 	if err != nil {
 		return err
 	}
-	command, err := json.Marshal(protocol.Command{Argv: cfg.Argv, Env: cfg.Env, Dir: cfg.Dir})
+	command, err := json.Marshal(protocol.Command{Argv: cfg.Argv, Env: cfg.Env, Dir: cfg.Dir, Output: output})
 	if err != nil {
 		return err
 	}
@@ -144,28 +201,31 @@ func buildInitramfs(ctx context.Context, dst string, cfg Config) error {
 	})
 }
 
-// guestInitCache holds the guest init once built: it is the same for every run of a process.
+// guestInitCache holds the guest init once built, per architecture: it is the same for every run of a process.
 var guestInitCache struct {
 	sync.Mutex
-	bin []byte
+	bin map[string][]byte // by GOARCH
 }
 
-// guestInit returns the guest init binary, building it on first use; a failed build is tried again.
-func guestInit(ctx context.Context) ([]byte, error) {
+// guestInit returns the guest init binary for arch, building it on first use; a failed build is tried again.
+func guestInit(ctx context.Context, arch string) ([]byte, error) {
 	guestInitCache.Lock()
 	defer guestInitCache.Unlock()
-	if guestInitCache.bin == nil {
-		bin, err := buildGuestInit(ctx)
+	if guestInitCache.bin[arch] == nil {
+		bin, err := buildGuestInit(ctx, arch)
 		if err != nil {
 			return nil, err
 		}
-		guestInitCache.bin = bin
+		if guestInitCache.bin == nil {
+			guestInitCache.bin = map[string][]byte{}
+		}
+		guestInitCache.bin[arch] = bin
 	}
-	return guestInitCache.bin, nil
+	return guestInitCache.bin[arch], nil
 }
 
-// buildGuestInit compiles the guest init as a static amd64 binary and returns it.
-func buildGuestInit(ctx context.Context) ([]byte, error) {
+// buildGuestInit compiles the guest init as a static binary for arch and returns it.
+func buildGuestInit(ctx context.Context, arch string) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "escapewatch-vm-init-")
 	if err != nil {
 		return nil, fmt.Errorf("build the guest init: %w", err)
@@ -177,30 +237,28 @@ func buildGuestInit(ctx context.Context) ([]byte, error) {
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
 		cmd.Dir = filepath.Dir(file)
 	}
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build the guest init (needs the go tool and this module's source): %w\n%s", err, out)
 	}
 	return os.ReadFile(bin)
 }
 
-// qemuArgs returns qemu's command line: the console on stdout, the command's output to file output.
-func qemuArgs(cfg Config, initrd, output string) []string {
-	return []string{
-		"-nographic", "-nodefaults", "-no-reboot",
-		// Never KVM (see the package comment). One host thread runs the vCPUs in turn (thread=single): a guest hang
-		// seen with multi-threaded TCG (a soft lockup in cgroup_mkdir, waiting on the other vCPU during text
-		// patching) cannot come from a race between emulator threads then.
-		"-accel", "tcg,thread=single", "-cpu", "max",
+// qemuArgs returns qemu's command line for machine m: the console on stdout, the command's output to file
+// output. -no-reboot turns the guest's reboot, and so a panic (panic=-1), into qemu's exit.
+func qemuArgs(m machine, cfg Config, initrd, output string) []string {
+	args := []string{"-nographic", "-nodefaults", "-no-reboot"}
+	args = append(args, m.args...)
+	args = append(args,
 		"-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-kernel", cfg.Kernel, "-initrd", initrd,
 		// A soft lockup (no progress for 2 x watchdog_thresh = 60 s, far above any stall of a loaded host) prints
 		// every CPU's stack, the stuck one's included, then panics: qemu exits at once and the error holds the report.
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 " + cfg.Cmdline),
+		"-append", strings.TrimSpace("console="+m.console+" panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 "+cfg.Cmdline),
 		"-serial", "stdio",
-		"-chardev", "file,id=output,path=" + strings.ReplaceAll(output, ",", ",,"),
-		"-serial", "chardev:output",
-	}
+		"-chardev", "file,id=output,path="+strings.ReplaceAll(output, ",", ",,"),
+	)
+	return append(args, m.outputArgs...)
 }
 
 // boot runs qemu until the guest reports the command's exit status, then kills it.

@@ -57,14 +57,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	out, err := openOutput()
+	out, err := openOutput(cmd.Output)
 	if err != nil {
 		return err
 	}
 	code := runCommand(cmd, out)
 	// The host kills qemu as soon as it reads the marker, so the output must be out of the guest first.
 	if err := drain(out); err != nil {
-		return fmt.Errorf("drain %s: %w", protocol.OutputDevice, err)
+		return fmt.Errorf("drain %s: %w", cmd.Output, err)
 	}
 	fmt.Printf("\n%s %d\n", protocol.ExitMarker, code)
 	return drain(os.Stdout)
@@ -113,27 +113,27 @@ func readCommand() (protocol.Command, error) {
 	if err := json.Unmarshal(data, &cmd); err != nil {
 		return cmd, fmt.Errorf("decode %s: %w", protocol.CommandPath, err)
 	}
-	if len(cmd.Argv) == 0 {
-		return cmd, fmt.Errorf("%s has no argv", protocol.CommandPath)
+	if len(cmd.Argv) == 0 || cmd.Output == "" {
+		return cmd, fmt.Errorf("%s has no argv or no output device", protocol.CommandPath)
 	}
 	return cmd, nil
 }
 
-// openOutput opens the output serial port in raw mode, so that the host receives the bytes written
+// openOutput opens the output serial port dev in raw mode, so that the host receives the bytes written
 // unchanged (no \n to \r\n translation).
-func openOutput() (*os.File, error) {
-	f, err := os.OpenFile(protocol.OutputDevice, os.O_WRONLY|unix.O_NOCTTY, 0)
+func openOutput(dev string) (*os.File, error) {
+	f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open the output port (is qemu's second -serial missing?): %w", err)
+		return nil, fmt.Errorf("open the output port (is qemu's output serial device missing, or named otherwise in this guest?): %w", err)
 	}
 	fd := int(f.Fd())
 	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
-		return nil, fmt.Errorf("get %s termios: %w", protocol.OutputDevice, err)
+		return nil, fmt.Errorf("get %s termios: %w", dev, err)
 	}
 	t.Oflag &^= unix.OPOST
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
-		return nil, fmt.Errorf("set %s raw: %w", protocol.OutputDevice, err)
+		return nil, fmt.Errorf("set %s raw: %w", dev, err)
 	}
 	return f, nil
 }
