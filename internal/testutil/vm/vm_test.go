@@ -122,3 +122,102 @@ func TestPrivilegedMissingCommand(t *testing.T) {
 		t.Fatalf("exit code %d, output %q: want 127 and the reason", res.ExitCode, res.Output)
 	}
 }
+
+// arm64Tools are the arm64 userland's executables the arm64 test runs (the end-to-end suite's guest tools).
+var arm64Tools = []string{
+	"/bin/sh", "/usr/bin/unshare", "/usr/bin/mount", "/usr/bin/umount", "/usr/bin/setpriv", "/usr/sbin/runc", "/bin/busybox",
+	"/usr/bin/mkdir", "/usr/bin/touch", "/usr/bin/tee", "/usr/bin/dd", "/usr/bin/cp", "/usr/bin/cat", "/usr/bin/uname",
+	"/usr/bin/true",
+}
+
+// arm64Script runs in the arm64 guest what the end-to-end suite needs from its tools and kernel, printing a line
+// per check (each on its own line: set -e ignores a failure on the left of &&); set -e ends it at the first failure, so the exit status 7 says every check ran.
+const arm64Script = `set -e
+echo "arch=$(uname -m)"
+python3 -c 'import ctypes, os; print("python pid=%d" % os.getpid())'
+unshare --mount --pid --fork true
+echo unshare=ok
+setpriv --help >/dev/null
+echo setpriv=ok
+runc --version
+busybox true
+echo busybox=ok
+mkdir /tmp/h
+mount -t cgroup -o none,name=ewtest cgroup /tmp/h
+echo "release_agent=[$(cat /tmp/h/release_agent)]"
+umount /tmp/h
+echo hello | tee /tmp/a >/dev/null
+cp /tmp/a /tmp/b
+dd if=/tmp/b of=/tmp/c 2>/dev/null
+touch /tmp/d
+echo "copied=$(cat /tmp/c)"
+test -e /sys/kernel/btf/vmlinux
+echo btf=ok
+echo "lsm=$(cat /sys/kernel/security/lsm)"
+exit 7
+`
+
+func TestPrivilegedBootDebian61Arm64(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	qemu, pkg, err := vm.Qemu("arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.RequireTool(t, qemu, pkg)
+	testutil.RequireTool(t, "apt-get", "apt")
+	testutil.RequireTool(t, "dpkg-deb", "dpkg")
+	dir, err := vm.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := vm.FetchKernel(t.Context(), vm.Debian61Arm64, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := vm.FetchUserland(t.Context(), vm.Arm64Userland, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, tool := range arm64Tools {
+		if err := root.AddExecutable(files, tool); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := root.AddPython(files); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := vm.Run(t.Context(), vm.Config{
+		Kernel:  kernel,
+		Arch:    vm.Debian61Arm64.GOARCH(),
+		Cmdline: bpfLSM,
+		Files:   files,
+		Argv:    []string{"/bin/sh", "-c", arm64Script},
+		Timeout: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, res.Output)
+	}
+	t.Logf("boot to command: %v, whole run: %v, output:\n%s", res.Boot, time.Since(start), res.Output)
+	if res.ExitCode != 7 {
+		t.Fatalf("exit code %d, want 7 (the script's end); output:\n%s\nconsole tail:\n%s", res.ExitCode, res.Output, lastLines(res.Console, 30))
+	}
+	out := string(res.Output)
+	for _, want := range []string{
+		"arch=aarch64\n", "python pid=", "unshare=ok\n", "setpriv=ok\n", "runc version ", "busybox=ok\n",
+		"release_agent=[]\n", "copied=hello\n", "btf=ok\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the output", want)
+		}
+	}
+	if _, lsm, _ := strings.Cut(out, "lsm="); !strings.Contains(","+strings.TrimSpace(lsm)+",", ",bpf,") {
+		t.Errorf("active LSMs %q, want bpf among them", lsm)
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
