@@ -363,3 +363,126 @@ func TestInitramfsRejects(t *testing.T) {
 		}
 	}
 }
+
+// fakeRoot makes a root from links (guest path -> symlink target) and files (guest path -> host file to copy).
+func fakeRoot(t *testing.T, links, files map[string]string) Root {
+	t.Helper()
+	r := Root{Dir: t.TempDir(), Arch: "amd64"}
+	for g, target := range links {
+		p := filepath.Join(r.Dir, g)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for g, host := range files {
+		data, err := os.ReadFile(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustWrite(t, filepath.Join(r.Dir, g), string(data), 0o755)
+	}
+	return r
+}
+
+func TestRootResolve(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "f")
+	mustWrite(t, file, "x", 0o644)
+	r := fakeRoot(t, map[string]string{
+		"/lib":                "usr/lib",
+		"/usr/bin/python3":    "python3.11",
+		"/usr/lib/abs":        "/usr/lib/x/real",
+		"/usr/lib/x/up":       "../x/real",
+		"/usr/lib/x/dangling": "/etc/host-only",
+		"/usr/lib/x/loop":     "loop",
+		"/usr/lib/x/escape":   "../../../../../x/real",
+	}, map[string]string{"/usr/bin/python3.11": file, "/usr/lib/x/real": file})
+	tests := []struct {
+		guest, want, wantErr string
+	}{
+		{guest: "/usr/bin/python3", want: "/usr/bin/python3.11"},
+		{guest: "/lib/x/real", want: "/usr/lib/x/real"},
+		{guest: "/lib/abs", want: "/usr/lib/x/real"}, // an absolute target stays in the root
+		{guest: "/lib/x/up", want: "/usr/lib/x/real"},
+		{guest: "/usr/lib/x/escape", wantErr: "no such file"}, // .. stops at the root: /x/real
+		{guest: "/usr/lib/x/dangling", wantErr: "no such file"},
+		{guest: "/usr/lib/x/loop", wantErr: "too many symlinks"},
+	}
+	for _, tt := range tests {
+		got, err := r.resolve(tt.guest)
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("resolve(%s) = %q, %v; want an error containing %q", tt.guest, got, err, tt.wantErr)
+			}
+		case err != nil || got != filepath.Join(r.Dir, tt.want):
+			t.Errorf("resolve(%s) = %q, %v; want %s in the root", tt.guest, got, err, tt.want)
+		}
+	}
+}
+
+func TestMergeUsr(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "f")
+	mustWrite(t, file, "x", 0o644)
+	r := fakeRoot(t, map[string]string{"/bin/sh": "dash"},
+		map[string]string{"/bin/dash": file, "/usr/bin/env": file, "/lib/aarch64-linux-gnu/libc.so.6": file, "/usr/lib/aarch64-linux-gnu/libz.so.1": file})
+	if err := mergeUsr(r.Dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/bin/sh", "/usr/bin/dash", "/usr/bin/env", "/lib/aarch64-linux-gnu/libz.so.1", "/usr/lib/aarch64-linux-gnu/libc.so.6"} {
+		if _, err := r.resolve(p); err != nil {
+			t.Errorf("after the merge: %v", err)
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(r.Dir, "bin")); err != nil || target != "usr/bin" {
+		t.Errorf("/bin links to %q, %v; want usr/bin", target, err)
+	}
+
+	clash := fakeRoot(t, nil, map[string]string{"/bin/mount": file, "/usr/bin/mount": file})
+	if err := mergeUsr(clash.Dir); err == nil || !strings.Contains(err.Error(), "both exist") {
+		t.Errorf("a file in both /bin and /usr/bin: error %v, want one saying so", err)
+	}
+}
+
+// TestRootAddExecutable reads the host's dynamically linked cat in a root made of host files: its libraries come
+// from DT_NEEDED and its loader from PT_INTERP, with no ldd.
+func TestRootAddExecutable(t *testing.T) {
+	hostFiles := map[string]string{}
+	if err := AddExecutable(hostFiles, "/usr/bin/cat"); err != nil {
+		t.Fatal(err)
+	}
+	root := map[string]string{"/usr/bin/cat": "/usr/bin/cat"}
+	for g, h := range hostFiles {
+		if isLoader(g) {
+			root[g] = h
+		}
+	}
+	r := fakeRoot(t, nil, root)
+	files := map[string]string{}
+	err := r.AddExecutable(files, "/usr/bin/cat")
+	if err == nil || !strings.Contains(err.Error(), "libc.so.6") || !strings.Contains(err.Error(), "Userland.Packages") {
+		t.Fatalf("no libraries in the root: error %v, want one naming libc.so.6 and the fix", err)
+	}
+
+	// The host's cat, libraries and loader, each at its host path (guest paths are alike), make a root that works.
+	r = fakeRoot(t, nil, hostFiles)
+	files = map[string]string{}
+	if err := r.AddExecutable(files, "/usr/bin/cat"); err != nil {
+		t.Fatal(err)
+	}
+	for g := range hostFiles {
+		if _, ok := files[g]; !ok {
+			t.Errorf("ldd names %s, the root's AddExecutable did not: %q", g, slices.Sorted(maps.Keys(files)))
+		}
+	}
+	if !slices.ContainsFunc(slices.Collect(maps.Keys(files)), isLoader) {
+		t.Errorf("files %q: no loader", files)
+	}
+
+	r.Arch = "arm64"
+	if err := r.AddExecutable(map[string]string{}, "/usr/bin/cat"); err == nil || !strings.Contains(err.Error(), "EM_X86_64") {
+		t.Errorf("an amd64 executable in an arm64 root: error %v, want one naming its machine", err)
+	}
+}

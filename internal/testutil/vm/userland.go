@@ -303,6 +303,8 @@ func (r Root) addLinked(files map[string]string, p string, seen map[string]bool)
 		if err := r.Add(files, interp); err != nil {
 			return fmt.Errorf("loader of %s: %w: add the package that has it (libc6) to Userland.Packages", p, err)
 		}
+		// libc names the loader in DT_NEEDED; the loaded loader satisfies that, wherever it lies (amd64: /lib64).
+		seen[path.Base(interp)] = true
 	}
 	needed, err := f.ImportedLibraries()
 	if err != nil {
