@@ -15,7 +15,7 @@ step() { printf '\n== %s\n' "$*"; }
 # tools the tests drive, and gcc for the race detector's cgo.
 packages=(
 	clang-14=1:14.0.6-12 llvm-14=1:14.0.6-12 libbpf-dev=1:1.1.2-0+deb12u1 bpftool lz4
-	qemu-system-x86 runc busybox-static containerd python3 util-linux mount systemd gcc libc6-dev debian-archive-keyring
+	qemu-system-x86 qemu-system-arm runc busybox-static containerd python3 util-linux mount systemd gcc libc6-dev debian-archive-keyring
 )
 missing=()
 for p in "${packages[@]}"; do

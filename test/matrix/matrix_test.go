@@ -43,8 +43,8 @@ const allowedSkipsFile = "../allowed-skips.txt"
 // cmdline enables BPF LSM in the guest, as production kernels that want it do.
 const cmdline = "lsm=lockdown,capability,landlock,bpf"
 
-// guestTools are the host programs the suite runs in the guest, copied with their libraries, and the Debian
-// packages that have them.
+// guestTools are the programs the suite runs in the guest, with the Debian packages that have them: on an amd64
+// guest the host's, copied with their libraries; on an arm64 guest those of vm.Arm64Userland.
 var guestTools = []struct{ path, debianPackage string }{
 	{"/bin/sh", "dash"}, {"/usr/bin/unshare", "util-linux"}, {"/usr/bin/mount", "mount"}, {"/usr/bin/umount", "mount"},
 	{"/usr/bin/setpriv", "util-linux"}, {"/usr/bin/python3", "python3"}, {"/usr/sbin/runc", "runc"},
@@ -61,17 +61,26 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the kernel matrix boots VMs; skipped with -short")
 	}
-	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	allowed, err := skips.Load(allowedSkipsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := guestFiles(t)
 	cache, err := vm.DefaultCacheDir()
 	if err != nil {
 		t.Fatal(err)
 	}
+	filesByArch := map[string]map[string]string{} // each guest architecture's binaries and tools, made once
 	for _, k := range kernels {
+		arch := k.GOARCH()
+		qemu, pkg, err := vm.Qemu(arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.RequireTool(t, qemu, pkg)
+		if filesByArch[arch] == nil {
+			filesByArch[arch] = guestFiles(t, arch, cache)
+		}
+		files := filesByArch[arch]
 		image, err := vm.FetchKernel(context.Background(), k, cache)
 		if err != nil {
 			t.Fatalf("fetch %s: %v", k.Name, err)
@@ -80,11 +89,12 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 			t.Run(k.Name+"/"+b, func(t *testing.T) {
 				t.Parallel()
 				if want, ok := refusals[k.Name]; ok {
-					checkRefusal(t, image, files, b, want)
+					checkRefusal(t, image, arch, files, b, want)
 					return
 				}
 				cfg := vm.Config{
 					Kernel:  image,
+					Arch:    arch,
 					Cmdline: cmdline,
 					Files:   files,
 					Argv:    []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=12m"},
@@ -138,12 +148,12 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 	}
 }
 
-// checkRefusal boots image and starts the sensor with backend b, then with auto: each must exit at once with
-// status 1 and an error that says want.
-func checkRefusal(t *testing.T, image string, files map[string]string, b, want string) {
+// checkRefusal boots image (of architecture arch) and starts the sensor with backend b, then with auto: each must
+// exit at once with status 1 and an error that says want.
+func checkRefusal(t *testing.T, image, arch string, files map[string]string, b, want string) {
 	for _, backend := range []string{b, "auto"} {
 		res, err := vm.Run(context.Background(), vm.Config{
-			Kernel: image, Cmdline: cmdline, Files: files, Timeout: 5 * time.Minute,
+			Kernel: image, Arch: arch, Cmdline: cmdline, Files: files, Timeout: 5 * time.Minute,
 			Argv: []string{"/ew/bin/escapewatch", "run", "--backend", backend, "--metrics-addr", "127.0.0.1:0"},
 		})
 		if err != nil {
@@ -230,11 +240,6 @@ func TestKernelMatrixBench(t *testing.T) {
 	}
 	testutil.RequirePrivileged(t)
 	dir := t.TempDir()
-	cmd := exec.Command("go", "test", "-c", "-o", filepath.Join(dir, "sensor.test"), "escapewatch/internal/sensor")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the sensor benchmarks: %v\n%s", err, out)
-	}
 	cache, err := vm.DefaultCacheDir()
 	if err != nil {
 		t.Fatal(err)
@@ -244,11 +249,16 @@ func TestKernelMatrixBench(t *testing.T) {
 		if err != nil {
 			t.Fatalf("fetch %s: %v", k.Name, err)
 		}
+		bench := filepath.Join(dir, k.GOARCH(), "sensor.test")
+		if _, err := os.Stat(bench); err != nil {
+			goBuild(t, k.GOARCH(), "test", "-c", "-o", bench, "escapewatch/internal/sensor")
+		}
 		for _, b := range backends {
 			res, err := vm.Run(context.Background(), vm.Config{
 				Kernel:  image,
+				Arch:    k.GOARCH(),
 				Cmdline: cmdline,
-				Files:   map[string]string{"/ew/sensor.test": filepath.Join(dir, "sensor.test")},
+				Files:   map[string]string{"/ew/sensor.test": bench},
 				Argv: []string{"/ew/sensor.test", "-test.run", "^$", "-test.bench", ".", "-test.benchtime", "20x",
 					"-test.count", "3"},
 				Env:     []string{testutil.RequirePrivilegedEnv + "=1", "ESCAPEWATCH_BACKEND=" + b},
@@ -267,24 +277,32 @@ func TestKernelMatrixBench(t *testing.T) {
 	}
 }
 
-// guestFiles builds the binaries the guest runs and collects them with the tools the suite needs.
-func guestFiles(t *testing.T) map[string]string {
+// goBuild runs the go command to build static binaries for a guest of architecture arch.
+func goBuild(t *testing.T, arch string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GOARCH=%s go %s: %v\n%s", arch, strings.Join(args, " "), err, out)
+	}
+}
+
+// guestFiles builds the binaries a guest of architecture arch runs and collects them with the tools the suite
+// needs: the host's for amd64, those of vm.Arm64Userland (unpacked in cache) for arm64.
+func guestFiles(t *testing.T, arch, cache string) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
-	build := func(args ...string) {
-		cmd := exec.Command("go", args...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	build("build", "-o", filepath.Join(dir, "bin", "escapewatch"), "escapewatch/cmd/escapewatch")
-	build("build", "-o", filepath.Join(dir, "bin", "trigger"), "escapewatch/test/e2e/trigger")
-	build("test", "-c", "-o", filepath.Join(dir, "e2e.test"), "escapewatch/test/e2e")
+	goBuild(t, arch, "build", "-o", filepath.Join(dir, "bin", "escapewatch"), "escapewatch/cmd/escapewatch")
+	goBuild(t, arch, "build", "-o", filepath.Join(dir, "bin", "trigger"), "escapewatch/test/e2e/trigger")
+	goBuild(t, arch, "test", "-c", "-o", filepath.Join(dir, "e2e.test"), "escapewatch/test/e2e")
 	files := map[string]string{
 		"/ew/bin/escapewatch": filepath.Join(dir, "bin", "escapewatch"),
 		"/ew/bin/trigger":     filepath.Join(dir, "bin", "trigger"),
 		"/ew/e2e.test":        filepath.Join(dir, "e2e.test"),
+	}
+	if arch == "arm64" {
+		addArm64Tools(t, files, cache)
+		return files
 	}
 	for _, tool := range guestTools {
 		testutil.RequireTool(t, tool.path, tool.debianPackage)
@@ -312,6 +330,27 @@ func guestFiles(t *testing.T) map[string]string {
 		t.Fatalf("guest python ctypes: %v", err)
 	}
 	return files
+}
+
+// addArm64Tools adds guestTools and python's modules from the arm64 userland.
+func addArm64Tools(t *testing.T, files map[string]string, cache string) {
+	t.Helper()
+	testutil.RequireTool(t, "dpkg-deb", "dpkg")
+	root, err := vm.FetchUserland(context.Background(), vm.Arm64Userland, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range guestTools {
+		if tool.path == "/usr/bin/python3" {
+			continue // with its modules, below
+		}
+		if err := root.AddExecutable(files, tool.path); err != nil {
+			t.Fatalf("guest tool %s: %v", tool.path, err)
+		}
+	}
+	if err := root.AddPython(files); err != nil {
+		t.Fatalf("guest python: %v", err)
+	}
 }
 
 // labelBenchmark puts the kernel and backend into a benchmark line's name, the way sub-benchmarks are named,
