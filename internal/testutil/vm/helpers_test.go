@@ -486,3 +486,50 @@ func TestRootAddExecutable(t *testing.T) {
 		t.Errorf("an amd64 executable in an arm64 root: error %v, want one naming its machine", err)
 	}
 }
+
+func TestQemuArgs(t *testing.T) {
+	tests := []struct {
+		arch string
+		want []string // in order, each a whole argument
+	}{
+		{"amd64", []string{"-no-reboot", "-cpu", "max", "-kernel", "/k", "console=ttyS0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
+			"-serial", "stdio", "-serial", "chardev:output"}},
+		{"arm64", []string{"-no-reboot", "-machine", "virt", "-kernel", "/k", "console=ttyAMA0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
+			"-serial", "stdio", "-device", "pci-serial,chardev=output"}},
+	}
+	for _, tt := range tests {
+		m, err := machineFor(tt.arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := qemuArgs(m, Config{Kernel: "/k", Cmdline: "lsm=bpf", MemoryMB: 1, CPUs: 1}, "/initrd", "/out")
+		rest := args
+		for _, w := range tt.want {
+			i := slices.Index(rest, w)
+			if i < 0 {
+				t.Errorf("%s: no %q (in order) in %q", tt.arch, w, args)
+				break
+			}
+			rest = rest[i+1:]
+		}
+	}
+}
+
+func TestRunNamesTheQemuPackage(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(kernel, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	tests := []struct{ arch, want string }{
+		{"", "qemu-system-x86_64 not found: apt-get install qemu-system-x86"},
+		{"arm64", "qemu-system-aarch64 not found: apt-get install qemu-system-arm"},
+		{"riscv64", `guest architecture "riscv64": want amd64 or arm64`},
+	}
+	for _, tt := range tests {
+		_, err := Run(t.Context(), Config{Kernel: kernel, Arch: tt.arch, Argv: []string{"/x"}})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("arch %q: error %v, want one containing %q", tt.arch, err, tt.want)
+		}
+	}
+}
