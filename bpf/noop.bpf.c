@@ -2,9 +2,7 @@
 /* Empty programs on the hooks of each backend. The benchmark attaches the one matching the backend under test
  * to measure what the hook mechanism costs by itself, apart from escapewatch's filter. Never used by the
  * sensor. */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
+#include "kernel.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Which syscall a task is in and what it passed: the syscall numbers we watch (x86_64 and ia32), their
- * arguments from the saved user registers, and the path strings of opens and renames. Shared by the syscall
- * tracepoint (which gets the registers as an argument) and the hook backends (bpf_task_pt_regs). */
+/* Which syscall a task is in and what it passed: the syscall numbers we watch (x86_64 and ia32; arm64 and
+ * AArch32), their arguments from the saved user registers, and the path strings of opens and renames. Shared by
+ * the syscall tracepoint (which gets the registers as an argument) and the hook backends (bpf_task_pt_regs). */
 #ifndef EW_SYSCALL_H
 #define EW_SYSCALL_H
 
@@ -9,8 +9,10 @@
 #include "path.h"
 
 #define EW_AT_FDCWD -100
-#define EW_TS_COMPAT 0x0002
 
+/* The syscall numbers we watch: the native table ("NR_") and the compat one ("NR32_": ia32 on x86, AArch32 on
+ * arm64). A call a table lacks gets a negative number no syscall has, so the switches below keep one shape. */
+#if defined(__TARGET_ARCH_x86)
 enum {
 	NR_OPEN = 2, NR_CREAT = 85, NR_OPENAT = 257, NR_OPEN_BY_HANDLE_AT = 304, NR_OPENAT2 = 437,
 	NR_RENAME = 82, NR_RENAMEAT = 264, NR_RENAMEAT2 = 316,
@@ -23,10 +25,98 @@ enum {
 	NR_MOUNT = 165, NR_FSCONFIG = 431, NR32_MOUNT = 21,
 	NR_IO_SUBMIT = 209, NR32_IO_SUBMIT = 248,
 };
+#elif defined(__TARGET_ARCH_arm64)
+/* arm64's table is asm-generic's: no open, creat or rename. */
+enum {
+	NR_OPEN = -1000, NR_CREAT = -1001, NR_OPENAT = 56, NR_OPEN_BY_HANDLE_AT = 265, NR_OPENAT2 = 437,
+	NR_RENAME = -1002, NR_RENAMEAT = 38, NR_RENAMEAT2 = 276,
+	NR32_OPEN = 5, NR32_CREAT = 8, NR32_OPENAT = 322, NR32_OPEN_BY_HANDLE_AT = 371, NR32_OPENAT2 = 437,
+	NR32_RENAME = 38, NR32_RENAMEAT = 329, NR32_RENAMEAT2 = 382,
+	NR_WRITE = 64, NR_PWRITE64 = 68, NR_WRITEV = 66, NR_SENDFILE = 71, NR_SPLICE = 76, NR_PWRITEV = 70,
+	NR_COPY_FILE_RANGE = 285, NR_PWRITEV2 = 287,
+	NR32_WRITE = 4, NR32_WRITEV = 146, NR32_PWRITE64 = 181, NR32_SENDFILE = 187, NR32_SENDFILE64 = 239,
+	NR32_SPLICE = 340, NR32_PWRITEV = 362, NR32_COPY_FILE_RANGE = 391, NR32_PWRITEV2 = 393,
+	NR_MOUNT = 40, NR_FSCONFIG = 431, NR32_MOUNT = 21,
+	NR_IO_SUBMIT = 2, NR32_IO_SUBMIT = 246,
+};
+#endif
 
-#define NR_IO_URING_ENTER 426 /* the same number in both tables */
-#define X32_SYSCALL_BIT 0x40000000
+#define NR_IO_URING_ENTER 426 /* the same number in every table */
 #define EW_PF_IO_WORKER 0x00000010
+
+/* Where the saved user registers keep the syscall's number and arguments, and whether a task is a compat one.
+ * The EW_BTF_ forms are direct loads for BTF-typed pointers (the sys_exit tracepoint's hot path); the others
+ * read through CO-RE from any pointer. At syscall exit the return value has replaced one register (x86's ax,
+ * arm64's x0); the number and the arguments are still where these read them. */
+#if defined(__TARGET_ARCH_x86)
+#define X32_SYSCALL_BIT 0x40000000
+#define EW_TS_COMPAT 0x0002
+#define EW_BTF_SYSCALL_NR(regs) ((long)((regs)->orig_ax & ~X32_SYSCALL_BIT))
+#define EW_BTF_ARG0(regs, compat) ((compat) ? (regs)->bx : (regs)->di)
+#define EW_BTF_ARG2(regs) ((regs)->dx) /* both tables: rdx, ia32's edx */
+#define EW_BTF_TASK_COMPAT(task) ((task)->thread_info.status & EW_TS_COMPAT)
+
+static __always_inline long ew_regs_syscall_nr(struct pt_regs *regs)
+{
+	return BPF_CORE_READ(regs, orig_ax) & ~X32_SYSCALL_BIT;
+}
+
+static __always_inline int ew_task_compat(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, thread_info.status) & EW_TS_COMPAT;
+}
+
+/* Syscall arguments 0-4. */
+static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, int i)
+{
+	if (compat) {
+		switch (i) {
+		case 0: return BPF_CORE_READ(regs, bx);
+		case 1: return BPF_CORE_READ(regs, cx);
+		case 2: return BPF_CORE_READ(regs, dx);
+		case 3: return BPF_CORE_READ(regs, si);
+		default: return BPF_CORE_READ(regs, di);
+		}
+	}
+	switch (i) {
+	case 0: return BPF_CORE_READ(regs, di);
+	case 1: return BPF_CORE_READ(regs, si);
+	case 2: return BPF_CORE_READ(regs, dx);
+	case 3: return BPF_CORE_READ(regs, r10);
+	default: return BPF_CORE_READ(regs, r8);
+	}
+}
+#elif defined(__TARGET_ARCH_arm64)
+/* AArch32 tasks have TIF_32BIT in thread_info.flags. Both tables pass arguments in x0-x5 (r0-r5): x0 holds the
+ * return value at exit, orig_x0 the first argument. */
+#define EW_TIF_32BIT (1UL << 22)
+#define EW_BTF_SYSCALL_NR(regs) ((long)(regs)->syscallno)
+#define EW_BTF_ARG0(regs, compat) ((regs)->orig_x0)
+#define EW_BTF_ARG2(regs) ((regs)->regs[2])
+#define EW_BTF_TASK_COMPAT(task) (((task)->thread_info.flags & EW_TIF_32BIT) != 0)
+
+static __always_inline long ew_regs_syscall_nr(struct pt_regs *regs)
+{
+	return BPF_CORE_READ(regs, syscallno);
+}
+
+static __always_inline int ew_task_compat(struct task_struct *task)
+{
+	return (BPF_CORE_READ(task, thread_info.flags) & EW_TIF_32BIT) != 0;
+}
+
+/* Syscall arguments 0-4. */
+static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, int i)
+{
+	switch (i) {
+	case 0: return BPF_CORE_READ(regs, orig_x0);
+	case 1: return BPF_CORE_READ(regs, regs[1]);
+	case 2: return BPF_CORE_READ(regs, regs[2]);
+	case 3: return BPF_CORE_READ(regs, regs[3]);
+	default: return BPF_CORE_READ(regs, regs[4]);
+	}
+}
+#endif
 
 enum ew_op {
 	EW_OP_NONE, EW_OP_OPEN, EW_OP_OPEN_AT, EW_OP_OPEN_BY_HANDLE, EW_OP_RENAME, EW_OP_RENAME_AT,
@@ -73,27 +163,6 @@ static __always_inline enum ew_op compat_op(long nr)
 	return EW_OP_NONE;
 }
 
-/* Syscall arguments 0-4 are in the saved user registers, also at exit: the kernel only overwrites ax. */
-static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, int i)
-{
-	if (compat) {
-		switch (i) {
-		case 0: return BPF_CORE_READ(regs, bx);
-		case 1: return BPF_CORE_READ(regs, cx);
-		case 2: return BPF_CORE_READ(regs, dx);
-		case 3: return BPF_CORE_READ(regs, si);
-		default: return BPF_CORE_READ(regs, di);
-		}
-	}
-	switch (i) {
-	case 0: return BPF_CORE_READ(regs, di);
-	case 1: return BPF_CORE_READ(regs, si);
-	case 2: return BPF_CORE_READ(regs, dx);
-	case 3: return BPF_CORE_READ(regs, r10);
-	default: return BPF_CORE_READ(regs, r8);
-	}
-}
-
 /* ew_syscall is the syscall a task is in, as far as escapewatch cares. */
 struct ew_syscall {
 	struct pt_regs *regs;
@@ -107,8 +176,8 @@ struct ew_syscall {
 static __always_inline void ew_syscall_of(struct task_struct *task, struct pt_regs *regs, struct ew_syscall *sc)
 {
 	sc->regs = regs;
-	sc->nr = BPF_CORE_READ(regs, orig_ax) & ~X32_SYSCALL_BIT;
-	sc->compat = BPF_CORE_READ(task, thread_info.status) & EW_TS_COMPAT;
+	sc->nr = ew_regs_syscall_nr(regs);
+	sc->compat = ew_task_compat(task);
 	sc->op = sc->compat ? compat_op(sc->nr) : native_op(sc->nr);
 	sc->facts = sc->compat ? EW_FACT_COMPAT_SYSCALL : 0;
 	/* io_uring runs requests inline in io_uring_enter or in worker threads of the process; either way the

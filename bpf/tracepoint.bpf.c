@@ -94,13 +94,13 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 {
 	/* Direct loads through the BTF-typed arguments: far cheaper than bpf_probe_read_kernel on a path that runs
 	 * at every syscall exit of the machine. */
-	long nr = regs->orig_ax & ~X32_SYSCALL_BIT;
+	long nr = EW_BTF_SYSCALL_NR(regs);
 	enum ew_op op = native_op(nr);
 	if (op == EW_OP_NONE && compat_op(nr) == EW_OP_NONE)
 		return 0; /* the hot path: every unrelated syscall leaves here */
 
 	struct task_struct *task = bpf_get_current_task_btf();
-	int compat = task->thread_info.status & EW_TS_COMPAT;
+	int compat = EW_BTF_TASK_COMPAT(task);
 	if (compat)
 		op = compat_op(nr);
 	struct ew_syscall sc;
@@ -125,7 +125,7 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 	case EW_OP_WRITE:
 	case EW_OP_WRITE_FD2: {
 		/* Writes are the hottest calls here: the descriptor comes straight from the registers. */
-		int fd = op == EW_OP_WRITE ? (compat ? regs->bx : regs->di) : regs->dx;
+		int fd = op == EW_OP_WRITE ? EW_BTF_ARG0(regs, compat) : EW_BTF_ARG2(regs);
 		struct file *file = ew_fd_file_btf(task, fd);
 		if (file)
 			ew_file_written(file, EW_SOURCE_SYSCALL, ret, nr, compat ? EW_FACT_COMPAT_SYSCALL : 0);
@@ -145,7 +145,7 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 		if (ret <= 0)
 			return 0;
 		struct ew_aio_scan scan = {
-			.iocbpp = (const void *)regs->dx, /* argument 2 in both tables (ia32: edx) */
+			.iocbpp = (const void *)EW_BTF_ARG2(regs),
 			.n = ret < EW_AIO_MAX ? ret : EW_AIO_MAX,
 			.compat = compat != 0,
 		};

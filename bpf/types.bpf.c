@@ -1,10 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* No programs: this object only carries the BTF of the record types, from which bpf2go generates the Go types
  * that every backend's records decode into. */
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wpadded"
-#include "vmlinux.h"
-#pragma clang diagnostic pop
+#include "kernel.h"
 #include "record.h"
 
 char LICENSE[] __attribute__((section("license"), used)) = "GPL";

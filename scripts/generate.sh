@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates every generated file from pinned inputs only, never from the running kernel:
-#   bpf/vmlinux.h          from the BTF of one exact Debian kernel package (vm.HeaderKernel in
-#                          internal/testutil/vm/kernels.go), dumped by bpftool;
-#   internal/sensor/*_x86_bpfel.{go,o}
+#   bpf/x86/vmlinux.h, bpf/arm64/vmlinux.h
+#                          from the BTF of one exact Debian kernel package per architecture (vm.HeaderKernels
+#                          in internal/testutil/vm/kernels.go), dumped by bpftool;
+#   internal/sensor/*_{x86,arm64}_bpfel.{go,o}
 #                          from bpf/ by bpf2go with one exact Debian clang.
 # The same inputs give byte-identical files on any machine: CI runs this and fails on a diff.
 # Usage: scripts/generate.sh [--check]   (--check: regenerate, then fail if anything differs from git's HEAD)
@@ -52,11 +53,18 @@ vmlinux_from_bzimage() {
 		die "$image: the LZ4 payload does not decompress"
 }
 
-image=$(go run ./internal/testutil/vm/fetchkernel -header)
+image=$(go run ./internal/testutil/vm/fetchkernel -header amd64)
 vmlinux_from_bzimage "$image" "$scratch/vmlinux"
 bpftool btf dump file "$scratch/vmlinux" format c > "$scratch/vmlinux.h" ||
 	die "bpftool found no BTF in $image: the pinned kernel must be built with CONFIG_DEBUG_INFO_BTF=y"
-mv "$scratch/vmlinux.h" bpf/vmlinux.h
+mv "$scratch/vmlinux.h" bpf/x86/vmlinux.h
+
+# Debian's arm64 image is uncompressed, but it is no ELF file: kernelbtf finds the BTF blob by its header.
+image=$(go run ./internal/testutil/vm/fetchkernel -header arm64)
+go run ./internal/testutil/vm/kernelbtf "$image" > "$scratch/arm64.btf"
+bpftool btf dump file "$scratch/arm64.btf" format c > "$scratch/vmlinux.h" ||
+	die "bpftool could not dump the BTF of $image"
+mv "$scratch/vmlinux.h" bpf/arm64/vmlinux.h
 
 BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 go generate ./internal/sensor
 

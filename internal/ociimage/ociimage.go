@@ -44,9 +44,10 @@ type Options struct {
 }
 
 // elfArch maps ELF machines to image architectures: the image's platform is the binary's, never assumed. The
-// sensor's BPF objects are built for x86-64 only (x86 registers and syscall numbers), so amd64 is the only one.
+// sensor's BPF objects are built for x86-64 and arm64 only (their registers and syscall numbers).
 var elfArch = map[elf.Machine]string{
-	elf.EM_X86_64: "amd64",
+	elf.EM_X86_64:  "amd64",
+	elf.EM_AARCH64: "arm64",
 }
 
 // Build returns the image of the escapewatch binary at binaryPath. The binary must be a static Linux
@@ -131,7 +132,7 @@ func staticLinuxArch(path string, bin []byte) (string, error) {
 	}
 	arch, ok := elfArch[f.Machine]
 	if !ok {
-		return "", fmt.Errorf("%s is built for %v, not an architecture the image supports: escapewatch runs on amd64 only; build it with GOARCH=amd64", path, f.Machine)
+		return "", fmt.Errorf("%s is built for %v, not an architecture the image supports: escapewatch runs on amd64 and arm64 only; build it with GOARCH=amd64 or GOARCH=arm64", path, f.Machine)
 	}
 	return arch, nil
 }

@@ -34,11 +34,15 @@ var (
 
 // staticBinary builds the package pkg once for the package's tests, as the README says to (CGO_ENABLED=0),
 // into a directory removed when the tests end.
-func staticBinary(t *testing.T, pkg string) string {
+func staticBinary(t *testing.T, pkg string) string { return staticBinaryFor(t, pkg, runtime.GOARCH) }
+
+// staticBinaryFor is staticBinary cross-built for goarch.
+func staticBinaryFor(t *testing.T, pkg, goarch string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if bin, ok := builtBinary[pkg]; ok {
+	key := pkg + " " + goarch
+	if bin, ok := builtBinary[key]; ok {
 		return bin
 	}
 	if buildDir == "" {
@@ -46,13 +50,13 @@ func staticBinary(t *testing.T, pkg string) string {
 			t.Fatal(buildErr)
 		}
 	}
-	bin := filepath.Join(buildDir, filepath.Base(pkg))
+	bin := filepath.Join(buildDir, filepath.Base(pkg)+"-"+goarch)
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		t.Fatalf("GOARCH=%s go build %s: %v\n%s", goarch, pkg, err, out)
 	}
-	builtBinary[pkg] = bin
+	builtBinary[key] = bin
 	return bin
 }
 
@@ -205,6 +209,8 @@ func TestBuildRejects(t *testing.T) {
 		{"not ELF", text, "", "is not an ELF executable"},
 		{"dynamically linked", dynamicELF(t), "", "rebuild it with CGO_ENABLED=0"},
 		{"missing CA bundle", smallBinary(t), filepath.Join(dir, "nope.crt"), "reading the CA bundle"},
+		{"another architecture", staticBinaryFor(t, "escapewatch/internal/ociimage/testdata/static", "riscv64"), "",
+			"escapewatch runs on amd64 and arm64 only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.binary == "" {
@@ -213,6 +219,25 @@ func TestBuildRejects(t *testing.T) {
 			_, err := Build(tc.binary, Options{CACertificates: tc.certs})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Build: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBuildPlatform: the image's platform is the binary's architecture, for each one the sensor is built for.
+func TestBuildPlatform(t *testing.T) {
+	for _, goarch := range []string{"amd64", "arm64"} {
+		t.Run(goarch, func(t *testing.T) {
+			img, err := Build(staticBinaryFor(t, "escapewatch/cmd/escapewatch", goarch), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cf.OS + "/" + cf.Architecture; got != "linux/"+goarch {
+				t.Errorf("platform %s, want linux/%s", got, goarch)
 			}
 		})
 	}

@@ -2,7 +2,7 @@ package vm
 
 // The kernels the project downloads, pinned: a suite, a package name, its exact version and the SHA-256 of its
 // .deb. A point release of Debian never changes what is tested or generated; moving to another kernel is a
-// deliberate commit that edits a row here (then regenerates with scripts/generate.sh when HeaderKernel changes).
+// deliberate commit that edits a row here (then regenerates with scripts/generate.sh when a HeaderKernels row changes).
 //
 // Each comes from its suite's main component, fetched with apt indexes of its own (FetchKernel). Bookworm (12)
 // and bullseye (11) are in LTS: main no longer takes point releases, so their pins stay downloadable. Trixie (13)
@@ -36,8 +36,8 @@ var Debian612 = Kernel{
 	SHA256:  "4113a615a1f1535ed4356ca03d428c74536b00f6ccb58e049a2ffd6a1cb3f1ad",
 }
 
-// Debian61Arm64 is Debian 12's kernel for arm64, booted on qemu's virt board. It is not in Kernels (the
-// matrix) yet: the sensor does not run on arm64.
+// Debian61Arm64 is Debian 12's kernel for arm64, booted on qemu's virt board, and the source of
+// bpf/arm64/vmlinux.h. It is not in Kernels (the matrix) yet.
 var Debian61Arm64 = Kernel{
 	Name:    "debian-6.1-arm64",
 	Suite:   "bookworm",
@@ -47,10 +47,10 @@ var Debian61Arm64 = Kernel{
 	SHA256:  "6b585efd7121493f37f0e6eecda9c94f2035c6bc1eaa97ab447871a682f93cf3",
 }
 
-// HeaderKernel is the kernel whose BTF bpf/vmlinux.h is generated from. CO-RE relocates the objects built with
-// it to every kernel the sensor runs on; fields that newer kernels added or renamed are read through local
-// "___flavor" structs in bpf/.
-var HeaderKernel = Debian61
+// HeaderKernels are the kernels, by GOARCH, whose BTF bpf/<arch>/vmlinux.h is generated from. CO-RE relocates
+// the objects built with them to every kernel the sensor runs on; fields that newer kernels added or renamed are
+// read through local "___flavor" structs in bpf/.
+var HeaderKernels = map[string]Kernel{"amd64": Debian61, "arm64": Debian61Arm64}
 
 // Kernels lists every pinned kernel, by name.
 var Kernels = []Kernel{Debian510, Debian61, Debian612}

@@ -1,7 +1,8 @@
 // Command fetchkernel downloads a pinned kernel (internal/testutil/vm/kernels.go) into the kernel cache and
-// prints the path of its image. scripts/generate.sh uses it to find the kernel that bpf/vmlinux.h is made from.
+// prints the path of its image. scripts/generate.sh uses it to find the kernels that bpf/<arch>/vmlinux.h are
+// made from.
 //
-//	go run ./internal/testutil/vm/fetchkernel [-header | NAME]
+//	go run ./internal/testutil/vm/fetchkernel [-header GOARCH | NAME]
 package main
 
 import (
@@ -15,9 +16,9 @@ import (
 )
 
 func main() {
-	header := flag.Bool("header", false, "the kernel bpf/vmlinux.h is generated from")
+	header := flag.Bool("header", false, "the kernel bpf/<arch>/vmlinux.h is generated from, for the GOARCH given")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: fetchkernel -header | NAME")
+		fmt.Fprintln(os.Stderr, "usage: fetchkernel -header GOARCH | NAME")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -33,15 +34,18 @@ func main() {
 
 func pick(header bool, args []string) (vm.Kernel, error) {
 	switch {
-	case header && len(args) == 0:
-		return vm.HeaderKernel, nil
+	case header && len(args) == 1:
+		if k, ok := vm.HeaderKernels[args[0]]; ok {
+			return k, nil
+		}
+		return vm.Kernel{}, fmt.Errorf("no header kernel for GOARCH %q (see HeaderKernels in internal/testutil/vm/kernels.go)", args[0])
 	case !header && len(args) == 1:
 		if k, ok := vm.KernelByName(args[0]); ok {
 			return k, nil
 		}
 		return vm.Kernel{}, fmt.Errorf("no pinned kernel is called %q (see internal/testutil/vm/kernels.go)", args[0])
 	}
-	return vm.Kernel{}, fmt.Errorf("give -header or one kernel name")
+	return vm.Kernel{}, fmt.Errorf("give -header and a GOARCH (amd64, arm64), or one kernel name")
 }
 
 func fetch(k vm.Kernel) error {
