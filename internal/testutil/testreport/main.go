@@ -1,6 +1,7 @@
 // Command testreport reads `go test -json` on stdin and prints what a CI log needs: each package's result, the
 // whole output of every failed test, the output of the packages named by -show as it arrives, the tests
-// that skipped, and last a digest of each failure's reason (a CI log is often read from its tail). A skip not in the allow-list (-skips FILE) fails the run, as does any failure: with
+// that skipped, and last the tests that passed only when run again ("FLAKY: " lines) and a digest of each
+// failure's reason (a CI log is often read from its tail). A skip not in the allow-list (-skips FILE) fails the run, as does any failure: with
 // ESCAPEWATCH_REQUIRE_PRIVILEGED=1, a skipped test is a test that did not run.
 //
 //	go test -json ./... | go run ./internal/testutil/testreport -skips test/allowed-skips.txt
@@ -58,7 +59,7 @@ type key struct{ pkg, test string }
 
 func report(in io.Reader, out io.Writer, allowed skips.List, show []string) error {
 	outputs := map[key]*strings.Builder{} // buffered until the test ends
-	var failed, badSkips, okSkips, digest []string
+	var failed, badSkips, okSkips, digest, flaky []string
 	packages := 0
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
@@ -75,6 +76,9 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 		case "build-output": // a compile error, reported before its package's fail
 			fmt.Fprint(out, ev.Output)
 		case "output":
+			if _, note, ok := strings.Cut(ev.Output, "FLAKY: "); ok {
+				flaky = append(flaky, strings.TrimSpace(note))
+			}
 			if shown {
 				fmt.Fprint(out, ev.Output) // and kept below too: a skip's reason is read from it
 			}
@@ -124,6 +128,9 @@ func report(in io.Reader, out io.Writer, allowed skips.List, show []string) erro
 	}
 	for _, s := range okSkips {
 		fmt.Fprintf(out, "skipped (allowed): %s\n", s)
+	}
+	if len(flaky) > 0 {
+		fmt.Fprintf(out, "flaky: failed once, then passed when run again (the first failure is above):\n  %s\n", strings.Join(flaky, "\n  "))
 	}
 	if len(digest) > 0 {
 		fmt.Fprintf(out, "why each test failed (its last reported error; the whole output is above):\n%s", strings.Join(digest, ""))

@@ -13,6 +13,7 @@ const stream = `{"Action":"run","Package":"p/ok","Test":"TestA"}
 {"Action":"output","Package":"p/ok","Test":"TestA","Output":"    a_test.go:9: a benchmark runner\n"}
 {"Action":"output","Package":"p/ok","Test":"TestA","Output":"--- SKIP: TestA (0.00s)\n"}
 {"Action":"skip","Package":"p/ok","Test":"TestA"}
+{"Action":"output","Package":"p/ok","Output":"    m_test.go:1: FLAKY: k/b: TestX failed, then passed in a second guest. The first failure:\n"}
 {"Action":"pass","Package":"p/ok","Elapsed":0.5}
 {"Action":"output","Package":"p/bad","Test":"TestB","Output":"    b_test.go:3: the reason it failed\n"}
 {"Action":"fail","Package":"p/bad","Test":"TestB"}
@@ -39,6 +40,7 @@ func TestReport(t *testing.T) {
 		"b_test.go:3: the reason it failed", // a failed test's output
 		"# p/broken [p/broken.test]",        // the go command's own lines pass through
 		"skipped (allowed): p/ok TestA: a_test.go:9: a benchmark runner",
+		"flaky: failed once, then passed when run again (the first failure is above):\n  k/b: TestX failed, then passed in a second guest. The first failure:\n",
 		"why each test failed (its last reported error; the whole output is above):\n--- p/bad TestB:\n    b_test.go:3: the reason it failed\n",
 	} {
 		if !strings.Contains(out.String(), want) {
