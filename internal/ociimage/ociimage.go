@@ -53,15 +53,45 @@ var elfArch = map[elf.Machine]string{
 // Build returns the image of the escapewatch binary at binaryPath. The binary must be a static Linux
 // executable: the image holds no C library or dynamic loader to run anything else.
 func Build(binaryPath string, opts Options) (v1.Image, error) {
-	bin, err := os.ReadFile(binaryPath)
-	if err != nil {
-		return nil, fmt.Errorf("reading the escapewatch binary: %w (build it with CGO_ENABLED=0 go build ./cmd/escapewatch)", err)
-	}
-	arch, err := staticLinuxArch(binaryPath, bin)
+	bin, arch, err := readBinary(binaryPath)
 	if err != nil {
 		return nil, err
 	}
+	return buildImage(bin, arch, opts, dockerTypes)
+}
+
+// mediaTypes are the media types of an image's manifest, config and layer.
+type mediaTypes struct{ manifest, config, layer types.MediaType }
+
+var (
+	// Docker schema 2 media types, for the single image of a docker-archive: such a tarball records no manifest,
+	// and go-containerregistry (crane push) rebuilds a schema 2 one from it; with these types the rebuilt
+	// manifest is this one, so the digest printed at build time is the pushed image's. (docker load and skopeo
+	// store layers their own way and show digests of their own.)
+	dockerTypes = mediaTypes{types.DockerManifestSchema2, types.DockerConfigJSON, types.DockerLayer}
+	// OCI media types, for the images of an OCI index: the image-spec names only OCI manifests (and indexes) as
+	// what an OCI index lists, and some registries and tools refuse or convert an OCI index that lists Docker
+	// manifests, which would change the digest printed at build time.
+	ociTypes = mediaTypes{types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer}
+)
+
+// readBinary reads the escapewatch binary at path and returns it with its architecture.
+func readBinary(path string) ([]byte, string, error) {
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the escapewatch binary: %w (build it with CGO_ENABLED=0 go build ./cmd/escapewatch)", err)
+	}
+	arch, err := staticLinuxArch(path, bin)
+	if err != nil {
+		return nil, "", err
+	}
+	return bin, arch, nil
+}
+
+// buildImage is the image of bin, built for arch, with media types mt.
+func buildImage(bin []byte, arch string, opts Options, mt mediaTypes) (v1.Image, error) {
 	var certs []byte
+	var err error
 	if opts.CACertificates != "" {
 		if certs, err = os.ReadFile(opts.CACertificates); err != nil {
 			return nil, fmt.Errorf("reading the CA bundle: %w (install ca-certificates, or build without a CA bundle: HTTPS webhooks then cannot verify their servers)", err)
@@ -80,20 +110,16 @@ func Build(binaryPath string, opts Options) (v1.Image, error) {
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.DockerLayer))
+	}, tarball.WithMediaType(mt.layer))
 	if err != nil {
 		return nil, fmt.Errorf("compressing the image layer: %w", err)
 	}
 
-	// Docker schema 2 media types: a docker-archive tarball records no manifest, and go-containerregistry (crane
-	// push) rebuilds a schema 2 one from it; with these types the rebuilt manifest is this one, so the digest
-	// printed at build time is the pushed image's. (docker load and skopeo store layers their own way and show
-	// digests of their own.)
-	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
-	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	img := mutate.MediaType(empty.Image, mt.manifest)
+	img = mutate.ConfigMediaType(img, mt.config)
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:     layer,
-		MediaType: types.DockerLayer,
+		MediaType: mt.layer,
 		History:   v1.History{Created: v1.Time{Time: created}, CreatedBy: "ewimage: " + BinaryPath},
 	})
 	if err != nil {
