@@ -66,7 +66,7 @@ func BuildIndex(binaryPaths []string, opts Options) (v1.ImageIndex, error) {
 			return nil, fmt.Errorf("%s: %w", b.path, err)
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
+			Add:        imageWithoutArtifactType{img},
 			Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "linux", Architecture: b.arch}},
 		})
 	}
@@ -76,6 +76,15 @@ func BuildIndex(binaryPaths []string, opts Options) (v1.ImageIndex, error) {
 	}
 	return idx, nil
 }
+
+// imageWithoutArtifactType keeps go-containerregistry from recording the config media type as the artifactType of
+// the image's descriptor in the index. The image-spec 1.1 allows it, but an image is no artifact, buildx does not
+// write it, and tools older than image-spec 1.1 drop the field when they copy the index (Debian 12's skopeo 1.9
+// does, in skopeo copy --all), which changes the index digest: the one ewimage prints would not be the pushed one.
+type imageWithoutArtifactType struct{ v1.Image }
+
+// ArtifactType is the one partial.Descriptor asks for before it falls back to the config media type.
+func (imageWithoutArtifactType) ArtifactType() (string, error) { return "", nil }
 
 // WriteOCIArchive writes idx, named tag (e.g. ghcr.io/escapewatch/escapewatch:v1.2.0), as an OCI image layout
 // archive at path: a tar of oci-layout, index.json and blobs/sha256/*, as skopeo's oci-archive: transport,

@@ -71,8 +71,8 @@ func TestIndexRoundTrip(t *testing.T) {
 		arch := desc.Platform.Architecture
 		platforms = append(platforms, desc.Platform.OS+"/"+arch)
 		t.Run(arch, func(t *testing.T) {
-			if desc.MediaType != types.OCIManifestSchema1 {
-				t.Errorf("descriptor media type %q, want %q", desc.MediaType, types.OCIManifestSchema1)
+			if desc.MediaType != types.OCIManifestSchema1 || desc.ArtifactType != "" {
+				t.Errorf("descriptor media type %q, artifact type %q; want %q and none", desc.MediaType, desc.ArtifactType, types.OCIManifestSchema1)
 			}
 			img, err := inner.Image(desc.Digest)
 			if err != nil {
