@@ -1,7 +1,8 @@
 // Package ociimage builds escapewatch's container image from its static binary without a container engine:
 // one layer holding /usr/local/bin/escapewatch (and optionally a CA bundle for HTTPS webhooks), OCI labels
 // and fixed timestamps, so the same binary always gives the same image digest. The image is written as
-// a docker-archive tarball, which `docker load`, `podman load` and `ctr import` accept.
+// a docker-archive tarball, which `docker load`, `podman load` and `ctr import` accept; the binaries of several
+// architectures make one multi-platform index (BuildIndex), written as an OCI image layout archive.
 package ociimage
 
 import (
