@@ -1,9 +1,13 @@
 package sensor
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"escapewatch/internal/testutil"
@@ -123,5 +127,32 @@ func TestHelpersMissingError(t *testing.T) {
 		"bpf_get_current_task_btf (Linux 5.11) that the programs call: run on Linux 5.17 or later"
 	if err.Error() != want {
 		t.Errorf("got %q\nwant %q", err, want)
+	}
+}
+
+// TestTrampolineRefusalNamesFix: an attach that the kernel refuses with ENOTSUPP at a trampoline's attach point
+// names the missing feature and the backends that work, and no generic advice (the matrix sees it for real on
+// arm64 6.1: test/matrix's refusals).
+func TestTrampolineRefusalNamesFix(t *testing.T) {
+	for _, tc := range []struct {
+		point string
+		want  bool
+	}{
+		{"lsm/file_open", true}, {"fentry/cgroup1_parse_param", true}, {"fexit/cgroup_release_agent_write", true},
+		{"fmod_ret/security_file_open", true}, {"kprobe/security_file_open", false}, {"tp_btf/sys_exit", false},
+	} {
+		if got := isTrampoline(tc.point); got != tc.want {
+			t.Errorf("isTrampoline(%q) = %v, want %v", tc.point, got, tc.want)
+		}
+	}
+	err := fmt.Errorf("backend lsm: %w", &trampolinesUnsupportedError{fmt.Errorf("create raw tracepoint: %w", ebpf.ErrNotSupported)})
+	var named fixNamed
+	if !errors.As(err, &named) || !errors.Is(err, ebpf.ErrNotSupported) {
+		t.Errorf("%v: want a fixNamed error wrapping ErrNotSupported", err)
+	}
+	for _, want := range []string{"cannot attach BPF trampolines to kernel functions", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", "--backend kprobe or tracepoint"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: lacks %q", err, want)
+		}
 	}
 }

@@ -81,6 +81,8 @@ type helpersMissingError struct{ missing []asm.BuiltinFunc }
 
 func missingHelpersError(missing []asm.BuiltinFunc) error { return &helpersMissingError{missing} }
 
+func (*helpersMissingError) namesFix() {}
+
 func (e *helpersMissingError) Error() string {
 	names := make([]string, len(e.missing))
 	newest := ""
@@ -124,4 +126,36 @@ func helperName(fn asm.BuiltinFunc) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// fixNamed is an error about a missing kernel feature that names the feature and the fix itself: Open adds no
+// generic advice about the backend to it, which could point elsewhere (at CONFIG_BPF_LSM, when the bpf LSM is on).
+type fixNamed interface {
+	error
+	namesFix()
+}
+
+// trampolinesUnsupportedError: the kernel loaded a trampoline program (fentry, fexit, fmod_ret, BPF LSM) but
+// cannot attach it to a kernel function (ENOTSUPP from the attach itself, the probe). arm64 before Linux 6.4
+// is such a kernel: its trampolines attach only to BPF programs, as it has no ftrace direct calls.
+type trampolinesUnsupportedError struct{ err error }
+
+func (e *trampolinesUnsupportedError) Error() string {
+	return fmt.Sprintf("the kernel cannot attach BPF trampolines to kernel functions (%v): the lsm and fentry backends "+
+		"need them, that is CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y (on arm64, Linux 6.4 or later); "+
+		"use --backend kprobe or tracepoint (auto does), or a newer kernel", e.err)
+}
+
+func (e *trampolinesUnsupportedError) Unwrap() error { return e.err }
+
+func (*trampolinesUnsupportedError) namesFix() {}
+
+// isTrampoline says whether the programs at attach point run on a BPF trampoline.
+func isTrampoline(point string) bool {
+	for _, prefix := range []string{"lsm/", "fentry/", "fexit/", "fmod_ret/"} {
+		if strings.HasPrefix(point, prefix) {
+			return true
+		}
+	}
+	return false
 }

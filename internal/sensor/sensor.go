@@ -98,8 +98,8 @@ func Open(cfg Config) (*Sensor, error) {
 			return nil, err
 		}
 		s, err := openBackend(b, cfg, log)
-		var helpers *helpersMissingError
-		if errors.As(err, &helpers) {
+		var named fixNamed
+		if errors.As(err, &named) {
 			return nil, fmt.Errorf("backend %s: %w", b.name, err) // the error names the fix
 		}
 		if err != nil {
@@ -414,6 +414,9 @@ func (s *Sensor) attach() error {
 	defer s.mu.Unlock()
 	for _, h := range s.hooks() {
 		l, err := h.attach(h.prog)
+		if err != nil && isTrampoline(h.point) && errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("attach %s: %w", h.point, &trampolinesUnsupportedError{err})
+		}
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", h.point, err)
 		}

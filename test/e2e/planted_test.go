@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"escapewatch/internal/event"
 	"escapewatch/internal/testutil"
 )
@@ -52,7 +54,7 @@ var plantings = []planting{
 	// even when --enforce killed the opener at the open.
 	{name: "clone-files sibling", script: func(_, dir, agent, tmp string) string {
 		script := filepath.Join(tmp, "clonefiles.py")
-		if err := os.WriteFile(script, []byte(cloneFilesPy), 0o644); err != nil {
+		if err := os.WriteFile(script, []byte(fmt.Sprintf(cloneFilesPy, unix.SYS_CLONE)), 0o644); err != nil {
 			panic(err)
 		}
 		done := filepath.Join(tmp, "sibling-done")
@@ -64,19 +66,20 @@ var plantings = []planting{
 }
 
 // cloneFilesPy forks a sibling with CLONE_FILES, then opens PATH for writing; the sibling waits for that
-// descriptor to appear in the shared table, writes VALUE through it, and creates DONE when it is finished.
+// descriptor to appear in the shared table, writes VALUE through it, and creates DONE when it is finished. The
+// verb is clone's syscall number, which differs between architectures (the arguments that differ are all 0).
 const cloneFilesPy = `import ctypes, os, sys, time
 path, value, done = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-CLONE_FILES, SIGCHLD, SYS_clone = 0x400, 17, 56
+CLONE_FILES, SIGCHLD, SYS_clone = 0x400, 17, %d
 pid = libc.syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0)
 if pid == 0:
     deadline = time.time() + 2
     while time.time() < deadline:
         for fd in range(3, 64):
             try:
-                if os.readlink("/proc/self/fd/%d" % fd).endswith("/release_agent"):
+                if os.readlink("/proc/self/fd/%%d" %% fd).endswith("/release_agent"):
                     try:
                         os.write(fd, value)
                     finally:

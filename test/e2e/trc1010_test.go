@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +14,9 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// kernelLargeFile is the kernel's O_LARGEFILE on x86_64; Go's unix.O_LARGEFILE is 0 there.
-const kernelLargeFile = 0o100000
+// kernelLargeFile is the kernel's O_LARGEFILE, which it forces on a 64-bit process's opens. Go's
+// unix.O_LARGEFILE is the kernel's on arm64 (0o400000), but 0 on x86_64, where the kernel's is 0o100000.
+var kernelLargeFile = cmp.Or(unix.O_LARGEFILE, 0o100000)
 
 // fileFlags is the "flags" a finding reports for an open with flags: what the security hook sees in
 // file->f_flags, O_LARGEFILE forced on 64-bit and O_CLOEXEC (a descriptor flag) gone; the same on every backend.
