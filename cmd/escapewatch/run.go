@@ -156,6 +156,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelKillsFailed: func() uint64 { return sensorStat(live.Load()).KernelKillsFailed },
 		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
 		KernelRepeated:    func() uint64 { return sensorStat(live.Load()).KernelRepeated },
+		KernelMissed:      func() uint64 { return sensorStat(live.Load()).KernelMissed },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		Stages:            func() []metrics.StageStats { return stageStats(pipe.Load()) },
@@ -303,7 +304,7 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 	attrs := []any{
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
 		"kernel_over_budget", ss.KernelOverBudget, "kernel_repeated", ss.KernelRepeated,
-		"kernel_kills_failed", ss.KernelKillsFailed,
+		"kernel_kills_failed", ss.KernelKillsFailed, "kernel_programs_missed", ss.KernelMissed,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {
@@ -319,7 +320,7 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 		lost = lost || st.Dropped > 0
 	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 || lost {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 || ss.KernelMissed > 0 || lost {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)

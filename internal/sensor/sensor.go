@@ -50,10 +50,12 @@ type Sensor struct {
 	backend *backend
 	objs    objects // loaded
 	maps    sharedMaps
-	mu      sync.Mutex // guards links: Run's shutdown and Close both detach
+	mu      sync.Mutex // guards links and detachedMissed: Run's shutdown and Close both detach
 	links   []link.Link
-	reader  *ringbuf.Reader // ew_events
-	helpers *ringbuf.Reader // ew_helper_events
+	// detachedMissed keeps the missed hits of detached kprobe links, which can no longer be asked.
+	detachedMissed uint64
+	reader         *ringbuf.Reader // ew_events
+	helpers        *ringbuf.Reader // ew_helper_events
 	// handleMu serializes the two readers' records: decoding state, the losses' memory and emit's order.
 	handleMu sync.Mutex
 	conv     *converter
@@ -72,11 +74,13 @@ type Sensor struct {
 // Stats counts what the sensor saw. KernelDropped are records lost because the ring buffer was full,
 // KernelOverBudget those an origin sent beyond its budget (bpf/emit.h), KernelRepeated those beyond its budget
 // that repeated its last record sent (counted, not lost); KernelKillsFailed are --enforce kills the kernel
-// refused to send (those records say alert).
+// refused to send (those records say alert). KernelMissed are the times the kernel skipped one of the sensor's
+// programs at its hook, so that whatever it would have recorded is lost: a program already running on that CPU
+// (an interrupt in the middle of one), or a kprobe hit while another kprobe ran (reported from Linux 6.7).
 type Stats struct {
 	Records, DecodeErrors, Filtered                                   uint64
 	KernelEmitted, KernelDropped, KernelOverBudget, KernelKillsFailed uint64
-	KernelRepeated                                                    uint64
+	KernelRepeated, KernelMissed                                      uint64
 }
 
 // Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
@@ -371,6 +375,35 @@ func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelKillsFailed, _ = s.counter(kernelEwCounterEW_COUNTER_KILL_FAILED)
 	st.KernelOverBudget, _ = s.counter(kernelEwCounterEW_COUNTER_LOST_RATE)
 	st.KernelRepeated, _ = s.counter(kernelEwCounterEW_COUNTER_REPEATED)
+	st.KernelMissed = s.programsMissed()
+}
+
+// programsMissed sums what the kernel reports as skipped runs of the sensor's programs: each program's recursion
+// misses (Linux 5.12 and later) and each kprobe link's missed hits (Linux 6.7 and later; before, 0). A kernel
+// that reports neither gives 0.
+func (s *Sensor) programsMissed() uint64 {
+	var n uint64
+	for _, h := range s.hooks() {
+		if st, err := h.prog.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n += s.detachedMissed
+	for _, l := range s.links {
+		n += linkMissed(l)
+	}
+	return n
+}
+
+// linkMissed is a kprobe link's missed hits, or 0 for another link or a kernel that does not report them.
+func linkMissed(l link.Link) uint64 {
+	info, err := l.Info()
+	if err != nil || info.PerfEvent() == nil || info.PerfEvent().Kprobe() == nil {
+		return 0
+	}
+	return info.PerfEvent().Kprobe().Missed
 }
 
 func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
@@ -386,11 +419,11 @@ func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
 }
 
 // ReportDrops logs, every interval until ctx ends, how many records the kernel could not hand over since the
-// last report. Drops are never silent.
+// last report, and how many runs of the programs it skipped. Drops are never silent.
 func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last uint64
+	var last, lastMissed uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -404,6 +437,11 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 			if n > last {
 				s.log.Warn("ring buffer full: kernel records lost", "lost", n-last, "lost_total", n)
 				last = n
+			}
+			if m := s.programsMissed(); m > lastMissed {
+				s.log.Warn("the kernel skipped the sensor's programs (recursion or kprobe misses): what they would have recorded is lost",
+					"missed", m-lastMissed, "missed_total", m)
+				lastMissed = m
 			}
 		}
 	}
@@ -429,6 +467,7 @@ func (s *Sensor) detach() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.links {
+		s.detachedMissed += linkMissed(l) // a link's count goes with it
 		if err := l.Close(); err != nil {
 			s.log.Error("detach", "err", err)
 		}

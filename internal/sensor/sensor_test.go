@@ -298,6 +298,16 @@ func TestPrivilegedReadsStayInKernel(t *testing.T) {
 	if flags, _ := ours[0].Arg("flags"); flags.Value.(int32)&unix.O_ACCMODE != unix.O_WRONLY {
 		t.Errorf("the record's flags %v, want O_WRONLY", flags.Value)
 	}
+	// The kernel reports how often it skipped each program (KernelMissed sums it): readable for every one, and
+	// none skipped by this quiet workload.
+	for _, h := range s.hooks() {
+		if _, err := h.prog.Stats(); err != nil {
+			t.Errorf("%s: the kernel's run statistics: %v", h.point, err)
+		}
+	}
+	if missed := s.Stats().KernelMissed; missed != 0 {
+		t.Errorf("the kernel skipped the programs %d times", missed)
+	}
 }
 
 // TestPrivilegedHelperExecSurvivesFullRing: with the main ring full (many cgroups' records, nobody reading), the
