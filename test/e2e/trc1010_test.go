@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -14,9 +14,9 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// kernelLargeFile is the kernel's O_LARGEFILE, which it forces on a 64-bit process's opens. Go's
-// unix.O_LARGEFILE is the kernel's on arm64 (0o400000), but 0 on x86_64, where the kernel's is 0o100000.
-var kernelLargeFile = cmp.Or(unix.O_LARGEFILE, 0o100000)
+// kernelLargeFile is the kernel's O_LARGEFILE, which it forces on a 64-bit process's opens: asm-generic's on
+// x86_64, arm64's own fcntl.h's there. Go's unix.O_LARGEFILE is 0 on both (userspace never needs it).
+var kernelLargeFile = map[string]int{"amd64": 0o100000, "arm64": 0o400000}[runtime.GOARCH]
 
 // fileFlags is the "flags" a finding reports for an open with flags: what the security hook sees in
 // file->f_flags, O_LARGEFILE forced on 64-bit and O_CLOEXEC (a descriptor flag) gone; the same on every backend.
