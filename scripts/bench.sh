@@ -5,7 +5,8 @@
 #   - write-to-finding latency p50/p99 through the whole pipeline;
 #   - the events a second the pipeline's stages sustain without loss (internal/pipeline);
 #   - the sensor's footprint: RSS at rest, under a storm and after it, BPF memory (test/e2e, BenchmarkFootprint).
-# With --vm, the same benchmarks run in the kernel-matrix VMs (Debian 6.1 under qemu TCG), once per backend.
+# With --vm, the cost benchmarks run in every kernel-matrix VM (qemu TCG, the guest clock counting instructions),
+# once per backend that runs there.
 # Raw results go to bench/out/, the summary (benchstat: median and spread over the runs) to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."

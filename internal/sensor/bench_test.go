@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,8 +23,12 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// opsPerRound is how many unrelated operations one measurement makes in one state.
+// opsPerRound is how many unrelated operations one measurement makes in one state (fewer of the costly ones:
+// an exec costs as much as hundreds of opens).
 const opsPerRound = 5000
+
+// execEnv names the program BenchmarkUnrelatedExec runs, with its arguments (default /bin/true).
+const execEnv = "ESCAPEWATCH_BENCH_EXEC"
 
 // BenchmarkUnrelatedOpenClose measures what the attached sensor adds to an open()+close() of an unrelated
 // file. Each iteration measures three states, in a rotating order, so drift (CPU frequency, page cache, other
@@ -34,7 +41,7 @@ func BenchmarkUnrelatedOpenClose(b *testing.B) {
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	benchmarkOverhead(b, "open", func() {
+	benchmarkOverhead(b, "open", opsPerRound, func() {
 		fd, err := unix.Open(path, unix.O_RDONLY, 0)
 		if err != nil {
 			b.Fatal(err)
@@ -52,14 +59,78 @@ func BenchmarkUnrelatedWrite(b *testing.B) {
 	}
 	defer f.Close()
 	fd, one := int(f.Fd()), []byte{'x'}
-	benchmarkOverhead(b, "write", func() {
+	benchmarkOverhead(b, "write", opsPerRound, func() {
 		if _, err := unix.Pwrite(fd, one, 0); err != nil {
 			b.Fatal(err)
 		}
 	})
 }
 
-func benchmarkOverhead(b *testing.B, unit string, op func()) {
+// BenchmarkUnrelatedRead is the same for a one-byte pread() of an unrelated file: reads enter no hook backend's
+// programs, and the tracepoint backend's only at the syscall number.
+func BenchmarkUnrelatedRead(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "unrelated")
+	if err := os.WriteFile(path, []byte{'x'}, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	fd, one := int(f.Fd()), make([]byte, 1)
+	benchmarkOverhead(b, "read", opsPerRound, func() {
+		if _, err := unix.Pread(fd, one, 0); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkUnrelatedExec is the same for a fork and exec of a small program ($ESCAPEWATCH_BENCH_EXEC, default
+// /bin/true) and its wait: every exec passes the sensor's exec tracepoint, whatever the backend.
+func BenchmarkUnrelatedExec(b *testing.B) {
+	argv := strings.Fields(os.Getenv(execEnv))
+	if len(argv) == 0 {
+		argv = []string{"/bin/true"}
+	}
+	benchmarkOverhead(b, "exec", opsPerRound/100, func() {
+		if err := exec.Command(argv[0], argv[1:]...).Run(); err != nil {
+			b.Fatalf("%s (set %s to a program that exits 0): %v", argv, execEnv, err)
+		}
+	})
+}
+
+// BenchmarkMixed is a small file workload, like unpacking and reading back a source tree: each operation
+// creates a directory of 10 files, writes 4 KiB into each, reads them back, and removes them all.
+func BenchmarkMixed(b *testing.B) {
+	dir, data := b.TempDir(), make([]byte, 4096)
+	buf := make([]byte, len(data))
+	benchmarkOverhead(b, "tree", opsPerRound/100, func() {
+		tree := filepath.Join(dir, "tree")
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for i := range 10 {
+			name := filepath.Join(tree, strconv.Itoa(i))
+			if err := os.WriteFile(name, data, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			f, err := os.Open(name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(f, buf); err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+		if err := os.RemoveAll(tree); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+func benchmarkOverhead(b *testing.B, unit string, opsPerRound int, op func()) {
 	s := openForBench(b)
 	attachNoop := noopFor(b, s)
 	s.detach()

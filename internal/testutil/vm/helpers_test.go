@@ -489,12 +489,14 @@ func TestRootAddExecutable(t *testing.T) {
 
 func TestQemuArgs(t *testing.T) {
 	tests := []struct {
-		arch string
-		want []string // in order, each a whole argument
+		arch   string
+		icount bool
+		want   []string // in order, each a whole argument
 	}{
-		{"amd64", []string{"-no-reboot", "-cpu", "max", "-kernel", "/k", "console=ttyS0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
+		{"amd64", false, []string{"-no-reboot", "-cpu", "max", "-kernel", "/k", "console=ttyS0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
 			"-serial", "stdio", "-serial", "chardev:output"}},
-		{"arm64", []string{"-no-reboot", "-machine", "virt", "-kernel", "/k", "console=ttyAMA0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
+		{"amd64", true, []string{"-smp", "1", "-icount", "shift=0,sleep=off"}},
+		{"arm64", false, []string{"-no-reboot", "-machine", "virt", "-kernel", "/k", "console=ttyAMA0 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30 lsm=bpf",
 			"-serial", "stdio", "-device", "pci-serial,chardev=output"}},
 	}
 	for _, tt := range tests {
@@ -502,7 +504,11 @@ func TestQemuArgs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		args := qemuArgs(m, Config{Kernel: "/k", Cmdline: "lsm=bpf", MemoryMB: 1, CPUs: 1}, "/initrd", "/out")
+		cfg := Config{Kernel: "/k", Cmdline: "lsm=bpf", MemoryMB: 1, CPUs: 2, Icount: tt.icount}
+		if tt.icount {
+			cfg.CPUs = 1 // as withDefaults sets it
+		}
+		args := qemuArgs(m, cfg, "/initrd", "/out")
 		rest := args
 		for _, w := range tt.want {
 			i := slices.Index(rest, w)

@@ -37,7 +37,7 @@ var Debian612 = Kernel{
 }
 
 // Debian61Arm64 is Debian 12's kernel for arm64, booted on qemu's virt board, and the source of
-// bpf/arm64/vmlinux.h. It is not in Kernels (the matrix) yet.
+// bpf/arm64/vmlinux.h.
 var Debian61Arm64 = Kernel{
 	Name:    "debian-6.1-arm64",
 	Suite:   "bookworm",
@@ -47,17 +47,28 @@ var Debian61Arm64 = Kernel{
 	SHA256:  "6b585efd7121493f37f0e6eecda9c94f2035c6bc1eaa97ab447871a682f93cf3",
 }
 
+// Debian612Arm64 is Debian 13's kernel for arm64: the first pinned arm64 kernel with ftrace direct calls, which
+// BPF trampolines (lsm, fentry) need there.
+var Debian612Arm64 = Kernel{
+	Name:    "debian-6.12-arm64",
+	Suite:   "trixie",
+	Arch:    "arm64",
+	Package: "linux-image-6.12.117+deb13-cloud-arm64-unsigned",
+	Version: "6.12.117-1",
+	SHA256:  "e0261b7e2ab499379b8b2c384fc28d9a51f762f40d071c8ed51e05e6e83ba879",
+}
+
 // HeaderKernels are the kernels, by GOARCH, whose BTF bpf/<arch>/vmlinux.h is generated from. CO-RE relocates
 // the objects built with them to every kernel the sensor runs on; fields that newer kernels added or renamed are
 // read through local "___flavor" structs in bpf/.
 var HeaderKernels = map[string]Kernel{"amd64": Debian61, "arm64": Debian61Arm64}
 
 // Kernels lists every pinned kernel, by name.
-var Kernels = []Kernel{Debian510, Debian61, Debian612}
+var Kernels = []Kernel{Debian510, Debian61, Debian612, Debian61Arm64, Debian612Arm64}
 
 // KernelByName returns the pinned kernel called name, in the matrix or not.
 func KernelByName(name string) (Kernel, bool) {
-	for _, k := range append(Kernels, Debian61Arm64) {
+	for _, k := range Kernels {
 		if k.Name == name {
 			return k, true
 		}
