@@ -42,8 +42,8 @@ type Config struct {
 	// Icount makes the guest clock count executed instructions (qemu -icount shift=0,sleep=off: one ns each) on
 	// one CPU: a loop the guest times then measures instructions, the same within 1 % from run to run, whatever
 	// the host's load. For cost figures; the guest runs slower.
-	Icount bool
-	Timeout  time.Duration     // whole run incl. boot; default 10 min
+	Icount  bool
+	Timeout time.Duration // whole run incl. boot; default 10 min
 }
 
 // Result is what a run produced.
