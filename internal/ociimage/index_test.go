@@ -1,15 +1,11 @@
 package ociimage
 
 import (
-	"archive/tar"
 	"bytes"
 	"debug/elf"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -280,55 +276,12 @@ func smallBinaryFor(t *testing.T, goarch string) string {
 	return staticBinaryFor(t, "escapewatch/internal/ociimage/testdata/static", goarch)
 }
 
-// untar extracts the OCI archive at archive below dir and returns its entry names in order, checking each is a
-// root-owned directory or file with the epoch as its time, whose name stays below dir.
+// untar extracts the OCI archive at archive below dir, as extractTar does, each entry with the epoch as its time.
 func untar(archive, dir string) ([]string, error) {
 	f, err := os.Open(archive)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var names []string
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return names, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, h.Name)
-		rel := path.Clean(h.Name)
-		if !filepath.IsLocal(rel) {
-			return nil, fmt.Errorf("archive entry %q leaves the directory", h.Name)
-		}
-		if h.Uid != 0 || h.Gid != 0 || h.ModTime.Unix() != 0 {
-			return nil, fmt.Errorf("archive entry %q: owner %d:%d, time %v; want 0:0 and the epoch", h.Name, h.Uid, h.Gid, h.ModTime)
-		}
-		dst := filepath.Join(dir, filepath.FromSlash(rel))
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(dst, 0o755); err != nil {
-				return nil, err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return nil, err
-			}
-			out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-			if err != nil {
-				return nil, err
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return nil, err
-			}
-		default:
-			return nil, fmt.Errorf("archive entry %q has type %q; an OCI layout holds only directories and files", h.Name, h.Typeflag)
-		}
-	}
+	return extractTar(f, "archive", dir, time.Unix(0, 0))
 }

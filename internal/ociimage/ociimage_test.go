@@ -291,18 +291,24 @@ func dynamicELF(t *testing.T) string {
 	return ""
 }
 
-// unpack extracts a layer below root the way a careful runtime would: only directories and regular files, names
-// that stay below root, bounded sizes. It returns the entry names in order and checks each is root-owned with
-// the image's time.
+// unpack extracts a layer below root the way a careful runtime would (extractTar), each entry with the image's
+// time mtime.
 func unpack(layer v1.Layer, root string, mtime time.Time) ([]string, error) {
-	const maxFile = 256 << 20
 	rc, err := layer.Uncompressed()
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
+	return extractTar(rc, "layer", root, mtime)
+}
+
+// extractTar extracts the tar stream r (what names it in errors) below root: only directories and regular files,
+// names that stay below root, bounded sizes, each entry root-owned with time mtime. It returns the entry names in
+// order.
+func extractTar(r io.Reader, what, root string, mtime time.Time) ([]string, error) {
+	const maxFile = 256 << 20
 	var names []string
-	tr := tar.NewReader(rc)
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -314,10 +320,10 @@ func unpack(layer v1.Layer, root string, mtime time.Time) ([]string, error) {
 		names = append(names, h.Name)
 		rel := path.Clean(h.Name)
 		if !filepath.IsLocal(rel) {
-			return nil, fmt.Errorf("layer entry %q leaves the root", h.Name)
+			return nil, fmt.Errorf("%s entry %q leaves the root", what, h.Name)
 		}
 		if h.Uid != 0 || h.Gid != 0 || !h.ModTime.Equal(mtime) {
-			return nil, fmt.Errorf("layer entry %q: owner %d:%d, time %v; want 0:0 and %v", h.Name, h.Uid, h.Gid, h.ModTime, mtime)
+			return nil, fmt.Errorf("%s entry %q: owner %d:%d, time %v; want 0:0 and %v", what, h.Name, h.Uid, h.Gid, h.ModTime, mtime)
 		}
 		dst := filepath.Join(root, filepath.FromSlash(rel))
 		switch h.Typeflag {
@@ -327,9 +333,12 @@ func unpack(layer v1.Layer, root string, mtime time.Time) ([]string, error) {
 			}
 		case tar.TypeReg:
 			if h.Size > maxFile {
-				return nil, fmt.Errorf("layer entry %q: %d bytes, more than the %d expected", h.Name, h.Size, maxFile)
+				return nil, fmt.Errorf("%s entry %q: %d bytes, more than the %d expected", what, h.Name, h.Size, maxFile)
 			}
-			// O_EXCL: a name repeated in the layer must not overwrite what an earlier entry wrote.
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return nil, err
+			}
+			// O_EXCL: a name repeated in the stream must not overwrite what an earlier entry wrote.
 			f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(h.Mode).Perm())
 			if err != nil {
 				return nil, err
@@ -342,7 +351,7 @@ func unpack(layer v1.Layer, root string, mtime time.Time) ([]string, error) {
 				return nil, err
 			}
 		default:
-			return nil, fmt.Errorf("layer entry %q has type %q; the image holds only directories and files", h.Name, h.Typeflag)
+			return nil, fmt.Errorf("%s entry %q has type %q; only directories and files are expected", what, h.Name, h.Typeflag)
 		}
 	}
 }
