@@ -152,25 +152,7 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 					t.Fatalf("VM did not run: %v\nguest output so far:\n%s", err, tail(res.Output, 60))
 				}
 				t.Logf("%s/%s: booted in %s, exit %d", k.Name, b, res.Boot.Round(time.Millisecond), res.ExitCode)
-				if failed := failedTopLevel(string(res.Output)); res.ExitCode != 0 && len(failed) > 0 {
-					// Tests that failed once run again in a fresh guest. A test that then passes is named FLAKY with
-					// its first failure, in the log and at the end of the test command's report; one that fails
-					// again fails the cell with both runs' output.
-					first := res
-					retry := cfg
-					retry.Argv = []string{"/ew/e2e.test", "-test.v", "-test.count=1", "-test.timeout=12m",
-						"-test.run", "^(" + strings.Join(failed, "|") + ")$"}
-					again, err := vm.Run(context.Background(), retry)
-					if err == nil && again.ExitCode == 0 && strings.Contains(string(again.Output), "\nPASS") {
-						t.Logf("the first run's output:\n%s", first.Output)
-						t.Logf("FLAKY: %s/%s: %s failed, then passed in a second guest. The first failure:\n%s",
-							k.Name, b, strings.Join(failed, ", "), guestFailures(string(first.Output)))
-						res.ExitCode = 0
-					} else {
-						t.Logf("the second run, of %s only (err %v, exit %d):\n%s", strings.Join(failed, ", "), err,
-							again.ExitCode, again.Output)
-					}
-				}
+				res = retryFailed(t.Name(), t.Logf, cfg, res, vm.Run)
 				if res.ExitCode != 0 {
 					t.Errorf("the end-to-end suite failed in the guest (exit %d):\n%s\nconsole tail:\n%s",
 						res.ExitCode, res.Output, tail(res.Console, 40))
@@ -241,6 +223,30 @@ func guestResults(out string) (passed, skipped []string) {
 		}
 	}
 	return passed, skipped
+}
+
+// retryFailed runs the top-level tests that failed in the guest's first run res once more, in a fresh guest
+// (run boots it). A test that then passes is named FLAKY with its first failure (logf: in the log and, from it,
+// at the end of the test command's report), and the result returned is a pass holding both runs' output;
+// otherwise it is res, the second run logged.
+func retryFailed(cell string, logf func(string, ...any), cfg vm.Config, res vm.Result,
+	run func(context.Context, vm.Config) (vm.Result, error)) vm.Result {
+	failed := failedTopLevel(string(res.Output))
+	if res.ExitCode == 0 || len(failed) == 0 {
+		return res
+	}
+	retry := cfg
+	retry.Argv = append(slices.Clip(cfg.Argv), "-test.run", "^("+strings.Join(failed, "|")+")$")
+	again, err := run(context.Background(), retry)
+	if err != nil || again.ExitCode != 0 || !strings.Contains(string(again.Output), "\nPASS") {
+		logf("the second run, of %s only (err %v, exit %d):\n%s", strings.Join(failed, ", "), err, again.ExitCode, again.Output)
+		return res
+	}
+	logf("the first run's output:\n%s", res.Output)
+	logf("FLAKY: %s: %s failed, then passed in a second guest. The first failure:\n%s",
+		cell, strings.Join(failed, ", "), guestFailures(string(res.Output)))
+	again.Output = append(slices.Clip(res.Output), again.Output...)
+	return again
 }
 
 // failedTopLevel lists the top-level tests that failed in go test -v output.
@@ -409,5 +415,45 @@ FAIL
 	}
 	if got := failedTopLevel(out + "    --- FAIL: TestC/sub (1.00s)\n--- FAIL: TestC (1.00s)\n"); !slices.Equal(got, []string{"TestB", "TestC"}) {
 		t.Errorf("failedTopLevel = %q, want TestB and TestC", got)
+	}
+}
+
+func TestRetryFailed(t *testing.T) {
+	first := vm.Result{ExitCode: 1, Output: []byte("=== RUN   TestA\n    a_test.go:3: boom\n--- FAIL: TestA (1.00s)\n--- PASS: TestB (1.00s)\nFAIL\n")}
+	cfg := vm.Config{Argv: []string{"/ew/e2e.test", "-test.v"}}
+	for _, tc := range []struct {
+		name      string
+		again     vm.Result
+		wantExit  int
+		wantFlaky bool
+	}{
+		{"passes the second time", vm.Result{Output: []byte("--- PASS: TestA (1.00s)\nPASS\n")}, 0, true},
+		{"fails again", vm.Result{ExitCode: 1, Output: []byte("--- FAIL: TestA (1.00s)\nFAIL\n")}, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ran []string
+			var logged strings.Builder
+			logf := func(format string, args ...any) { fmt.Fprintf(&logged, format+"\n", args...) }
+			got := retryFailed("k/b", logf, cfg, first, func(_ context.Context, c vm.Config) (vm.Result, error) {
+				ran = c.Argv
+				return tc.again, nil
+			})
+			// Spelt apart: the test command's report collects every output line holding the marker.
+			if flaky := strings.Contains(logged.String(), "FLAKY"+": k/b: TestA failed"); flaky != tc.wantFlaky {
+				t.Errorf("named flaky: %v, want %v; logged:\n%s", flaky, tc.wantFlaky, logged.String())
+			}
+			if want := []string{"/ew/e2e.test", "-test.v", "-test.run", "^(TestA)$"}; !slices.Equal(ran, want) {
+				t.Errorf("the second run ran %q, want %q", ran, want)
+			}
+			if got.ExitCode != tc.wantExit {
+				t.Errorf("exit %d, want %d", got.ExitCode, tc.wantExit)
+			}
+			if passed, _ := guestResults(string(got.Output)); tc.wantExit == 0 && !slices.Contains(passed, "TestA") {
+				t.Errorf("the passing result lacks the retried test's pass: %q", got.Output)
+			}
+		})
+	}
+	if got := retryFailed("k/b", t.Logf, cfg, vm.Result{Output: []byte("PASS\n")}, nil); got.ExitCode != 0 {
+		t.Errorf("a passing first run is returned as it is")
 	}
 }
