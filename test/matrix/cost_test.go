@@ -20,9 +20,9 @@ const costBenchmarks = "^Benchmark(Unrelated|Mixed)"
 
 // TestKernelMatrixBench runs the cost benchmarks of internal/sensor in the VM, once per kernel and backend that
 // runs the suite (with -vmbench; scripts/bench.sh --vm prints the table). The guest clock counts instructions
-// (vm.Config.Icount), so the host's load does not move the figures; what runs in the guest still does: the
-// in-process Go harness (its runtime, the sensor's goroutines, the attach and detach between states) moves the
-// percentages by several points from run to run, too much yet for a budget that CI could enforce.
+// (vm.Config.Icount), so the host's load does not move the figures, and each timed loop runs in a process of its
+// own. What still runs in the guest kernel moves the percentages by a few points from run to run: too much yet
+// for a budget that CI could enforce.
 func TestKernelMatrixBench(t *testing.T) {
 	if !*benchInVM {
 		t.Skip("a benchmark runner, not a test: run with -vmbench")
