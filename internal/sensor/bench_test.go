@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -25,14 +28,21 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// opsPerRound is how many unrelated operations one measurement makes in one state (fewer of the costly ones:
-// an exec costs as much as hundreds of opens).
-const opsPerRound = 5000
+// Operations per timed loop, chosen so that each loop lasts about 50 ms on the 6.1 matrix guest (50 million
+// instructions under -icount): over shorter loops, the kernel's own periodic work (the timer tick and what runs
+// from it) moved the figures by points.
+const (
+	opensPerRound  = 5000
+	writesPerRound = 30000
+	readsPerRound  = 40000
+	execsPerRound  = 50
+	treesPerRound  = 60
+)
 
 // execEnv names the program the exec loop runs, with its arguments (default /bin/true).
 const execEnv = "ESCAPEWATCH_BENCH_EXEC"
 
-// loopEnv makes the test binary run one timed loop instead of the tests (see TestMain): "OP N DIR".
+// loopEnv makes the test binary serve timed loops instead of running the tests (see TestMain): "OP DIR".
 const loopEnv = "ESCAPEWATCH_BENCH_LOOP"
 
 // loops are the unrelated operations the cost benchmarks time, by name: each prepares its files in dir and
@@ -44,12 +54,16 @@ var loops = map[string]func(dir string) (func() error, error){
 		if err := os.WriteFile(path, nil, 0o644); err != nil {
 			return nil, err
 		}
+		name, err := unix.BytePtrFromString(path)
+		if err != nil {
+			return nil, err
+		}
 		return func() error {
-			fd, err := unix.Open(path, unix.O_RDONLY, 0)
-			if err == nil {
-				err = unix.Close(fd)
+			fd, _, errno := rawSyscall(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(name)), unix.O_RDONLY, 0)
+			if errno == 0 {
+				_, _, errno = rawSyscall(unix.SYS_CLOSE, fd, 0, 0, 0)
 			}
-			return err
+			return errnoErr(errno)
 		}, nil
 	},
 	// A one-byte pwrite(): since release_agent writes through any descriptor are tracked, the tracepoint backend
@@ -59,8 +73,11 @@ var loops = map[string]func(dir string) (func() error, error){
 		if err != nil {
 			return nil, err
 		}
-		fd, one := int(f.Fd()), []byte{'x'}
-		return func() error { _, err := unix.Pwrite(fd, one, 0); return err }, nil
+		fd, one := f.Fd(), []byte{'x'}
+		return func() error {
+			_, _, errno := rawSyscall(unix.SYS_PWRITE64, fd, uintptr(unsafe.Pointer(&one[0])), 1, 0)
+			return errnoErr(errno)
+		}, nil
 	},
 	// A one-byte pread(): reads enter no hook backend's programs, the tracepoint backend's only at the number.
 	"read": func(dir string) (func() error, error) {
@@ -72,8 +89,11 @@ var loops = map[string]func(dir string) (func() error, error){
 		if err != nil {
 			return nil, err
 		}
-		fd, one := int(f.Fd()), make([]byte, 1)
-		return func() error { _, err := unix.Pread(fd, one, 0); return err }, nil
+		fd, one := f.Fd(), make([]byte, 1)
+		return func() error {
+			_, _, errno := rawSyscall(unix.SYS_PREAD64, fd, uintptr(unsafe.Pointer(&one[0])), 1, 0)
+			return errnoErr(errno)
+		}, nil
 	},
 	// A fork and exec of a small program ($ESCAPEWATCH_BENCH_EXEC, default /bin/true) and its wait: every exec
 	// passes the sensor's exec tracepoint, whatever the backend.
@@ -82,9 +102,19 @@ var loops = map[string]func(dir string) (func() error, error){
 		if len(argv) == 0 {
 			argv = []string{"/bin/true"}
 		}
+		attr := &syscall.ProcAttr{Env: []string{}}
 		return func() error {
-			if err := exec.Command(argv[0], argv[1:]...).Run(); err != nil {
+			// ForkExec and Wait4, not os/exec: no pipes or goroutines of the runtime's around the one process.
+			pid, err := syscall.ForkExec(argv[0], argv, attr)
+			if err != nil {
 				return fmt.Errorf("%s (set %s to a program that exits 0): %w", argv, execEnv, err)
+			}
+			var status syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &status, 0, nil); err != nil {
+				return err
+			}
+			if !status.Exited() || status.ExitStatus() != 0 {
+				return fmt.Errorf("%s: %v (set %s to a program that exits 0)", argv, status, execEnv)
 			}
 			return nil
 		}, nil
@@ -93,113 +123,181 @@ var loops = map[string]func(dir string) (func() error, error){
 	// written into each, read back, and all removed.
 	"tree": func(dir string) (func() error, error) {
 		data, buf := make([]byte, 4096), make([]byte, 4096)
-		tree := filepath.Join(dir, "tree")
+		tree, err := unix.BytePtrFromString(filepath.Join(dir, "tree"))
+		if err != nil {
+			return nil, err
+		}
+		var names [10]*byte
+		for i := range names {
+			if names[i], err = unix.BytePtrFromString(filepath.Join(dir, "tree", strconv.Itoa(i))); err != nil {
+				return nil, err
+			}
+		}
+		call := func(nr uintptr, args ...uintptr) (uintptr, error) {
+			var a [4]uintptr
+			copy(a[:], args)
+			r, _, errno := rawSyscall(nr, a[0], a[1], a[2], a[3])
+			return r, errnoErr(errno)
+		}
+		ptr := func(b *byte) uintptr { return uintptr(unsafe.Pointer(b)) }
 		return func() error {
-			if err := os.Mkdir(tree, 0o755); err != nil {
+			if _, err := call(unix.SYS_MKDIRAT, atFDCWD, ptr(tree), 0o755); err != nil {
 				return err
 			}
-			for i := range 10 {
-				name := filepath.Join(tree, strconv.Itoa(i))
-				if err := os.WriteFile(name, data, 0o644); err != nil {
-					return err
-				}
-				f, err := os.Open(name)
+			for _, name := range names {
+				fd, err := call(unix.SYS_OPENAT, atFDCWD, ptr(name), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC, 0o644)
 				if err != nil {
 					return err
 				}
-				_, err = io.ReadFull(f, buf)
-				f.Close()
+				_, err = call(unix.SYS_WRITE, fd, ptr(&data[0]), uintptr(len(data)))
+				call(unix.SYS_CLOSE, fd)
+				if err != nil {
+					return err
+				}
+				if fd, err = call(unix.SYS_OPENAT, atFDCWD, ptr(name), unix.O_RDONLY); err != nil {
+					return err
+				}
+				_, err = call(unix.SYS_READ, fd, ptr(&buf[0]), uintptr(len(buf)))
+				call(unix.SYS_CLOSE, fd)
 				if err != nil {
 					return err
 				}
 			}
-			return os.RemoveAll(tree)
+			for _, name := range names {
+				if _, err := call(unix.SYS_UNLINKAT, atFDCWD, ptr(name), 0); err != nil {
+					return err
+				}
+			}
+			_, err := call(unix.SYS_UNLINKAT, atFDCWD, ptr(tree), unix.AT_REMOVEDIR)
+			return err
 		}, nil
 	},
 }
 
-// TestMain runs one timed loop when loopEnv asks for it (the cost benchmarks' child process), else the tests.
+// rawSyscall makes a system call without telling the Go scheduler: the runtime's monitor thread then has no
+// blocked call to hand the processor over for, which moved the figures by points on a one-CPU guest. The calls
+// are short and cannot block.
+func rawSyscall(nr, a1, a2, a3, a4 uintptr) (uintptr, uintptr, unix.Errno) {
+	return unix.RawSyscall6(nr, a1, a2, a3, a4, 0, 0)
+}
+
+// atFDCWD is AT_FDCWD as a system call argument.
+var atFDCWD = func() uintptr { fd := unix.AT_FDCWD; return uintptr(fd) }()
+
+func errnoErr(errno unix.Errno) error {
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// TestMain serves timed loops when loopEnv asks for them (the cost benchmarks' child process), else runs the tests.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(loopEnv); spec != "" {
-		ns, err := timeLoop(spec)
-		if err != nil {
+		if err := serveLoops(spec, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "timed loop:", err)
 			os.Exit(1)
 		}
-		fmt.Println(ns)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
 
-// timeLoop runs the loop spec names ("OP N DIR") and returns its nanoseconds: N operations after N/10 to warm up,
-// with the garbage collector off, so that nothing but the operations runs in the process while it is timed.
-func timeLoop(spec string) (int64, error) {
+// serveLoops prepares the loop spec names ("OP DIR"), then for each count N read from in, runs N/10 operations to
+// warm up and N timed ones, and writes the nanoseconds they took to out, until in ends. The garbage collector is
+// off, so that nothing but the operations runs in the process while it is timed; the process lives across the
+// states measured, so that no start of it is ever in the machine's recent past.
+func serveLoops(spec string, in io.Reader, out io.Writer) error {
 	var name, dir string
-	var n int
-	if _, err := fmt.Sscan(spec, &name, &n, &dir); err != nil {
-		return 0, fmt.Errorf("%s %q: %w", loopEnv, spec, err)
+	if _, err := fmt.Sscan(spec, &name, &dir); err != nil {
+		return fmt.Errorf("%s %q: %w", loopEnv, spec, err)
 	}
 	prepare, ok := loops[name]
 	if !ok {
-		return 0, fmt.Errorf("%s %q: no loop %q", loopEnv, spec, name)
+		return fmt.Errorf("%s %q: no loop %q", loopEnv, spec, name)
 	}
 	op, err := prepare(dir)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	debug.SetGCPercent(-1)
-	for range n / 10 {
-		if err := op(); err != nil {
-			return 0, err
+	lines := bufio.NewScanner(in)
+	for lines.Scan() {
+		n, err := strconv.Atoi(lines.Text())
+		if err != nil {
+			return fmt.Errorf("a count of operations: %w", err)
+		}
+		for range n / 10 {
+			if err := op(); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		for range n {
+			if err := op(); err != nil {
+				return err
+			}
+		}
+		if _, err := fmt.Fprintln(out, time.Since(start).Nanoseconds()); err != nil {
+			return err
 		}
 	}
-	start := time.Now()
-	for range n {
-		if err := op(); err != nil {
-			return 0, err
-		}
-	}
-	return time.Since(start).Nanoseconds(), nil
+	return lines.Err()
 }
 
 // BenchmarkUnrelatedOpenClose measures what the attached sensor adds to an open()+close() of an unrelated
 // file. Each iteration measures three states, in a rotating order, so drift (CPU frequency, page cache, other
 // load) hits them alike: detached (no program), noop (an empty program on the same hook: the cost of the
-// hook mechanism alone) and attached (escapewatch's programs). Each measurement is a loop in a child process of
-// its own (TestMain), which runs nothing else meanwhile: not the sensor's goroutines, not the garbage collector.
+// hook mechanism alone) and attached (escapewatch's programs). Each measurement is a loop in a child process
+// (TestMain) that runs nothing else meanwhile: not the sensor's goroutines, not the garbage collector.
 // Reported per operation: ns in each state; mechanism-% (noop vs detached), filter-% (attached vs noop:
 // escapewatch's own code) and overhead-% (attached vs detached: what a user pays).
-func BenchmarkUnrelatedOpenClose(b *testing.B) { benchmarkOverhead(b, "open", opsPerRound) }
+func BenchmarkUnrelatedOpenClose(b *testing.B) { benchmarkOverhead(b, "open", opensPerRound) }
 
 // BenchmarkUnrelatedWrite is the same for a one-byte pwrite() to an unrelated file.
-func BenchmarkUnrelatedWrite(b *testing.B) { benchmarkOverhead(b, "write", opsPerRound) }
+func BenchmarkUnrelatedWrite(b *testing.B) { benchmarkOverhead(b, "write", writesPerRound) }
 
 // BenchmarkUnrelatedRead is the same for a one-byte pread() of an unrelated file.
-func BenchmarkUnrelatedRead(b *testing.B) { benchmarkOverhead(b, "read", opsPerRound) }
+func BenchmarkUnrelatedRead(b *testing.B) { benchmarkOverhead(b, "read", readsPerRound) }
 
 // BenchmarkUnrelatedExec is the same for a fork and exec of a small program and its wait.
-func BenchmarkUnrelatedExec(b *testing.B) { benchmarkOverhead(b, "exec", opsPerRound/100) }
+func BenchmarkUnrelatedExec(b *testing.B) { benchmarkOverhead(b, "exec", execsPerRound) }
 
 // BenchmarkMixed is the same for a small file workload (the "tree" loop).
-func BenchmarkMixed(b *testing.B) { benchmarkOverhead(b, "tree", opsPerRound/100) }
+func BenchmarkMixed(b *testing.B) { benchmarkOverhead(b, "tree", treesPerRound) }
 
 func benchmarkOverhead(b *testing.B, unit string, opsPerRound int) {
 	s := openForBench(b)
 	attachNoop := noopFor(b, s)
 	s.detach()
 	dir := b.TempDir()
+	cmd := exec.Command(os.Args[0])
+	// One processor and no preemption signals: the loop's own runtime then adds the same work to every run.
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s", loopEnv, unit, dir), "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
+	cmd.Stderr = os.Stderr
+	toLoop, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fromLoop, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { toLoop.Close(); cmd.Wait() })
+	results := bufio.NewScanner(fromLoop)
 	loop := func() time.Duration {
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", loopEnv, unit, opsPerRound, dir))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
+		if _, err := fmt.Fprintln(toLoop, opsPerRound); err != nil {
 			b.Fatalf("the timed loop: %v", err)
 		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		if !results.Scan() {
+			b.Fatalf("the timed loop ended: %v", results.Err())
+		}
+		ns, err := strconv.ParseInt(results.Text(), 10, 64)
 		if err != nil {
-			b.Fatalf("the timed loop printed %q", out)
+			b.Fatalf("the timed loop printed %q", results.Text())
 		}
 		return time.Duration(ns)
 	}
