@@ -226,25 +226,36 @@ func guestResults(out string) (passed, skipped []string) {
 }
 
 // retryFailed runs the top-level tests that failed in the guest's first run res once more, in a fresh guest
-// (run boots it). A test that then passes is named FLAKY with its first failure (logf: in the log and, from it,
-// at the end of the test command's report), and the result returned is a pass holding both runs' output;
-// otherwise it is res, the second run logged.
+// (run boots it); when the first run panicked (a test timed out, or crashed the test binary), the tests after the
+// panic never ran, so the whole suite runs again. A retry that then passes is named FLAKY with its first failure
+// (logf: in the log and, from it, at the end of the test command's report), and the result returned is a pass
+// holding both runs' output; otherwise it is res, the second run logged.
 func retryFailed(cell string, logf func(string, ...any), cfg vm.Config, res vm.Result,
 	run func(context.Context, vm.Config) (vm.Result, error)) vm.Result {
-	failed := failedTopLevel(string(res.Output))
-	if res.ExitCode == 0 || len(failed) == 0 {
+	out := string(res.Output)
+	failed := failedTopLevel(out)
+	panicked := strings.HasPrefix(out, "panic: ") || strings.Contains(out, "\npanic: ")
+	if res.ExitCode == 0 || (len(failed) == 0 && !panicked) {
 		return res
 	}
 	retry := cfg
-	retry.Argv = append(slices.Clip(cfg.Argv), "-test.run", "^("+strings.Join(failed, "|")+")$")
+	what := strings.Join(failed, ", ")
+	if panicked {
+		what = "the suite (its first run panicked: " + strings.Join(failed, ", ") + ")"
+	} else {
+		retry.Argv = append(slices.Clip(cfg.Argv), "-test.run", "^("+strings.Join(failed, "|")+")$")
+	}
 	again, err := run(context.Background(), retry)
 	if err != nil || again.ExitCode != 0 || !strings.Contains(string(again.Output), "\nPASS") {
-		logf("the second run, of %s only (err %v, exit %d):\n%s", strings.Join(failed, ", "), err, again.ExitCode, again.Output)
+		logf("the second run, of %s (err %v, exit %d):\n%s", what, err, again.ExitCode, again.Output)
 		return res
 	}
 	logf("the first run's output:\n%s", res.Output)
 	logf("FLAKY: %s: %s failed, then passed in a second guest. The first failure:\n%s",
-		cell, strings.Join(failed, ", "), guestFailures(string(res.Output)))
+		cell, what, guestFailures(out))
+	if panicked {
+		return again // the whole suite's results are the second run's
+	}
 	again.Output = append(slices.Clip(res.Output), again.Output...)
 	return again
 }
@@ -419,31 +430,41 @@ FAIL
 }
 
 func TestRetryFailed(t *testing.T) {
-	first := vm.Result{ExitCode: 1, Output: []byte("=== RUN   TestA\n    a_test.go:3: boom\n--- FAIL: TestA (1.00s)\n--- PASS: TestB (1.00s)\nFAIL\n")}
+	failedA := vm.Result{ExitCode: 1, Output: []byte("=== RUN   TestA\n    a_test.go:3: boom\n--- FAIL: TestA (1.00s)\n--- PASS: TestB (1.00s)\nFAIL\n")}
+	timedOut := vm.Result{ExitCode: 2, Output: []byte("=== RUN   TestA\n--- FAIL: TestA (1.00s)\n=== RUN   TestB\npanic: test timed out after 12m0s\n")}
 	cfg := vm.Config{Argv: []string{"/ew/e2e.test", "-test.v"}}
 	for _, tc := range []struct {
 		name      string
+		first     vm.Result
 		again     vm.Result
+		wantArgv  []string
 		wantExit  int
-		wantFlaky bool
+		wantFlaky string
 	}{
-		{"passes the second time", vm.Result{Output: []byte("--- PASS: TestA (1.00s)\nPASS\n")}, 0, true},
-		{"fails again", vm.Result{ExitCode: 1, Output: []byte("--- FAIL: TestA (1.00s)\nFAIL\n")}, 1, false},
+		{"passes the second time", failedA, vm.Result{Output: []byte("--- PASS: TestA (1.00s)\nPASS\n")},
+			[]string{"/ew/e2e.test", "-test.v", "-test.run", "^(TestA)$"}, 0, "k/b: TestA failed"},
+		{"fails again", failedA, vm.Result{ExitCode: 1, Output: []byte("--- FAIL: TestA (1.00s)\nFAIL\n")},
+			[]string{"/ew/e2e.test", "-test.v", "-test.run", "^(TestA)$"}, 1, ""},
+		// The tests after a panic never ran: the whole suite runs again, and its second run is the result.
+		{"timed out, then the whole suite passes", timedOut, vm.Result{Output: []byte("--- PASS: TestA (1.00s)\n--- PASS: TestB (1.00s)\nPASS\n")},
+			[]string{"/ew/e2e.test", "-test.v"}, 0, "k/b: the suite (its first run panicked: TestA) failed"},
+		{"timed out twice", timedOut, timedOut, []string{"/ew/e2e.test", "-test.v"}, 2, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ran []string
 			var logged strings.Builder
 			logf := func(format string, args ...any) { fmt.Fprintf(&logged, format+"\n", args...) }
-			got := retryFailed("k/b", logf, cfg, first, func(_ context.Context, c vm.Config) (vm.Result, error) {
+			got := retryFailed("k/b", logf, cfg, tc.first, func(_ context.Context, c vm.Config) (vm.Result, error) {
 				ran = c.Argv
 				return tc.again, nil
 			})
 			// Spelt apart: the test command's report collects every output line holding the marker.
-			if flaky := strings.Contains(logged.String(), "FLAKY"+": k/b: TestA failed"); flaky != tc.wantFlaky {
-				t.Errorf("named flaky: %v, want %v; logged:\n%s", flaky, tc.wantFlaky, logged.String())
+			flaky := strings.Contains(logged.String(), "FLAKY"+": ")
+			if flaky != (tc.wantFlaky != "") || !strings.Contains(logged.String(), tc.wantFlaky) {
+				t.Errorf("named flaky: %v, want %q; logged:\n%s", flaky, tc.wantFlaky, logged.String())
 			}
-			if want := []string{"/ew/e2e.test", "-test.v", "-test.run", "^(TestA)$"}; !slices.Equal(ran, want) {
-				t.Errorf("the second run ran %q, want %q", ran, want)
+			if !slices.Equal(ran, tc.wantArgv) {
+				t.Errorf("the second run ran %q, want %q", ran, tc.wantArgv)
 			}
 			if got.ExitCode != tc.wantExit {
 				t.Errorf("exit %d, want %d", got.ExitCode, tc.wantExit)
