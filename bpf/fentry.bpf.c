@@ -7,10 +7,19 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Attached with --any-fs only (and not under --enforce, where ew_fmodret_file_open does it); otherwise
+ * ew_fentry_cgroup_file_open sees the opens. */
 SEC("fentry/security_file_open")
 int BPF_PROG(ew_fentry_file_open, struct file *file)
 {
 	ew_hook_file_open(file, 0);
+	return 0;
+}
+
+SEC("fentry/cgroup_file_open")
+int BPF_PROG(ew_fentry_cgroup_file_open, struct kernfs_open_file *of)
+{
+	ew_hook_cgroup_file_open(of);
 	return 0;
 }
 

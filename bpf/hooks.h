@@ -21,6 +21,15 @@ static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
 	return ew_open_finish(r, file, can_deny);
 }
 
+/* ew_hook_cgroup_file_open is cgroup_file_open(of), the open of cgroup files' file operations: the kernel calls
+ * it for them alone, after security_file_open let the open through. Unless something must see every open (a
+ * refusal under --enforce, or --any-fs), it takes the place of the security_file_open hook, so that the opens of
+ * every other file of the machine never enter a program. */
+static __always_inline void ew_hook_cgroup_file_open(struct kernfs_open_file *of)
+{
+	ew_hook_file_open(BPF_CORE_READ(of, file), 0);
+}
+
 /* ew_hook_inode_rename is security_inode_rename(..., new_dentry, ...). The hook knows the target dentry, so the
  * real release_agent is decided exactly here; the names come from the syscall's arguments. Returns the
  * action taken. */

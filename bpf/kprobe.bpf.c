@@ -5,10 +5,18 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Attached under --enforce or --any-fs only; otherwise ew_kprobe_cgroup_file_open sees the opens. */
 SEC("kprobe/security_file_open")
 int BPF_KPROBE(ew_kprobe_file_open, struct file *file)
 {
 	ew_hook_file_open(file, 0);
+	return 0;
+}
+
+SEC("kprobe/cgroup_file_open")
+int BPF_KPROBE(ew_kprobe_cgroup_file_open, struct kernfs_open_file *of)
+{
+	ew_hook_cgroup_file_open(of);
 	return 0;
 }
 

@@ -6,12 +6,20 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Attached under --enforce or --any-fs only; otherwise ew_lsm_cgroup_file_open sees the opens. */
 SEC("lsm/file_open")
 int BPF_PROG(ew_lsm_file_open, struct file *file, int ret)
 {
 	if (ret)
 		return ret; /* an earlier LSM refused it already */
 	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
+}
+
+SEC("fentry/cgroup_file_open")
+int BPF_PROG(ew_lsm_cgroup_file_open, struct kernfs_open_file *of)
+{
+	ew_hook_cgroup_file_open(of);
+	return 0;
 }
 
 /* The LSM hook has no flags argument (security_inode_rename calls it twice for RENAME_EXCHANGE). */

@@ -29,6 +29,8 @@ type backend struct {
 	// objects returns the backend's objects, not loaded yet.
 	objects func() objects
 	needs   string // what the kernel must offer, and how to get it: the fix in the error when it is missing
+	// refuses: under --enforce, its programs refuse an open (the others kill the opener).
+	refuses bool
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
 	preflight func() error
 }
@@ -70,14 +72,47 @@ type hook struct {
 	when   attachWhen
 }
 
-// attachWhen says under which --enforce setting a hook attaches.
+// only returns h attached under w alone.
+func (h hook) only(w attachWhen) hook {
+	h.when = w
+	return h
+}
+
+// attachWhen says under which settings (--enforce, --any-fs) a hook attaches.
 type attachWhen int
 
 const (
 	always       attachWhen = iota
 	enforcing               // refusing hooks, and hooks on paths every read and write of the machine takes
 	notEnforcing            // observe-only twins of the refusing hooks
+	// The opens: security_file_open sees every open of the machine, cgroup_file_open only those of cgroup files,
+	// at no cost to any other open. The first is taken only when needed: to refuse an open, or to see files named
+	// release_agent on other file systems.
+	everyOpenToRefuse // security_file_open for a refusing backend: under --enforce or with --any-fs
+	everyOpenObserved // security_file_open observe-only: with --any-fs, not under --enforce (its refusing twin then)
+	everyOpenAnyFS    // security_file_open for a backend that cannot refuse: with --any-fs
+	cgroupOpens       // cgroup_file_open: when no security_file_open hook of the backend is attached
 )
+
+// holds says whether a hook attaches under these settings. refuses: the backend refuses opens under --enforce.
+func (w attachWhen) holds(enforce, anyFS, refuses bool) bool {
+	everyOpen := anyFS || (enforce && refuses)
+	switch w {
+	case enforcing:
+		return enforce
+	case notEnforcing:
+		return !enforce
+	case everyOpenToRefuse:
+		return enforce || anyFS
+	case everyOpenObserved:
+		return anyFS && !enforce
+	case everyOpenAnyFS:
+		return anyFS
+	case cgroupOpens:
+		return !everyOpen
+	}
+	return true
+}
 
 // lifecyclePrograms are the programs of bpf/lifecycle.h, in every backend's object.
 type lifecyclePrograms struct {
@@ -115,12 +150,14 @@ var backends = []backend{
 	{
 		name:      BackendLSM,
 		objects:   func() objects { return new(lsmObjects) },
+		refuses:   true,
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
 		preflight: bpfLSMActive,
 	},
 	{
 		name:    BackendFentry,
 		objects: func() objects { return new(fentryObjects) },
+		refuses: true,
 		needs:   "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
 	},
 	{
@@ -150,7 +187,8 @@ func (o *lsmObjects) shared() sharedMaps {
 
 func (o *lsmObjects) hooks() []hook {
 	return append([]hook{
-		{prog: o.EwLsmFileOpen, point: "lsm/file_open", attach: attachLSM},
+		{prog: o.EwLsmFileOpen, point: "lsm/file_open", attach: attachLSM, when: everyOpenToRefuse},
+		{prog: o.EwLsmCgroupFileOpen, point: "fentry/cgroup_file_open", attach: attachTracing, when: cgroupOpens},
 		{prog: o.EwLsmInodeRename, point: "lsm/inode_rename", attach: attachLSM},
 		{prog: o.EwLsmFilePermission, point: "lsm/file_permission", attach: attachLSM, when: enforcing},
 		{prog: o.EwLsmFsContextParseParam, point: "lsm/fs_context_parse_param", attach: attachLSM, when: enforcing},
@@ -176,7 +214,8 @@ func (o *fentryObjects) shared() sharedMaps {
 
 func (o *fentryObjects) hooks() []hook {
 	return append([]hook{
-		{prog: o.EwFentryFileOpen, point: "fentry/security_file_open", attach: attachTracing, when: notEnforcing},
+		{prog: o.EwFentryFileOpen, point: "fentry/security_file_open", attach: attachTracing, when: everyOpenObserved},
+		{prog: o.EwFentryCgroupFileOpen, point: "fentry/cgroup_file_open", attach: attachTracing, when: cgroupOpens},
 		{prog: o.EwFentryInodeRename, point: "fentry/security_inode_rename", attach: attachTracing, when: notEnforcing},
 		{prog: o.EwFmodretFileOpen, point: "fmod_ret/security_file_open", attach: attachTracing, when: enforcing},
 		{prog: o.EwFmodretInodeRename, point: "fmod_ret/security_inode_rename", attach: attachTracing, when: enforcing},
@@ -204,7 +243,8 @@ func (o *kprobeObjects) shared() sharedMaps {
 
 func (o *kprobeObjects) hooks() []hook {
 	return append([]hook{
-		kprobeHook(o.EwKprobeFileOpen, "security_file_open", false),
+		kprobeHook(o.EwKprobeFileOpen, "security_file_open", false).only(everyOpenAnyFS),
+		kprobeHook(o.EwKprobeCgroupFileOpen, "cgroup_file_open", false).only(cgroupOpens),
 		kprobeHook(o.EwKprobeInodeRename, "security_inode_rename", false),
 		kprobeHook(o.EwKprobeAgentWrite, "cgroup_release_agent_write", false),
 		kprobeHook(o.EwKretprobeAgentWrite, "cgroup_release_agent_write", true),

@@ -13,38 +13,56 @@ import (
 	"escapewatch/internal/testutil"
 )
 
-// TestHooksByEnforce: refusing hooks replace their observe-only twins under --enforce, and the hooks on every
-// read and write attach only then.
-func TestHooksByEnforce(t *testing.T) {
+// TestHooksBySettings: refusing hooks replace their observe-only twins under --enforce, and the hooks on every
+// read and write attach only then. Exactly one hook sees opens: security_file_open when every open must be seen
+// (to refuse one, or with --any-fs), else cgroup_file_open, which no other file's open enters.
+func TestHooksBySettings(t *testing.T) {
 	for _, tt := range []struct {
-		backend  string
-		enforce  bool
-		want     []string
-		wantNone []string
+		backend        string
+		enforce, anyFS bool
+		want           []string
+		wantNone       []string
 	}{
-		{BackendLSM, false, []string{"lsm/file_open", "fexit/cgroup1_parse_param", "tp_btf/cgroup_setup_root"}, []string{"lsm/file_permission"}},
-		{BackendLSM, true, []string{"lsm/file_open", "lsm/file_permission"}, nil},
-		{BackendFentry, false, []string{"fentry/security_file_open", "fentry/security_inode_rename"},
-			[]string{"fmod_ret/security_file_open", "fmod_ret/security_file_permission"}},
-		{BackendFentry, true, []string{"fmod_ret/security_file_open", "fmod_ret/security_inode_rename", "fmod_ret/security_file_permission"},
-			[]string{"fentry/security_file_open", "fentry/security_inode_rename"}},
-		{BackendKprobe, true, []string{"kprobe/security_file_open", "kretprobe/cgroup1_parse_param", "kretprobe/cgroup_write_notify_on_release"}, nil},
-		{BackendTracepoint, true, []string{"tp_btf/sys_exit", "tp_btf/cgroup_remount", "tp_btf/cgroup_destroy_root"}, nil},
+		{BackendLSM, false, false, []string{"fentry/cgroup_file_open", "fexit/cgroup1_parse_param", "tp_btf/cgroup_setup_root"},
+			[]string{"lsm/file_open", "lsm/file_permission"}},
+		{BackendLSM, false, true, []string{"lsm/file_open"}, []string{"fentry/cgroup_file_open", "lsm/file_permission"}},
+		{BackendLSM, true, false, []string{"lsm/file_open", "lsm/file_permission"}, []string{"fentry/cgroup_file_open"}},
+		{BackendFentry, false, false, []string{"fentry/cgroup_file_open", "fentry/security_inode_rename"},
+			[]string{"fentry/security_file_open", "fmod_ret/security_file_open", "fmod_ret/security_file_permission"}},
+		{BackendFentry, false, true, []string{"fentry/security_file_open", "fentry/security_inode_rename"},
+			[]string{"fentry/cgroup_file_open", "fmod_ret/security_file_open"}},
+		{BackendFentry, true, false, []string{"fmod_ret/security_file_open", "fmod_ret/security_inode_rename", "fmod_ret/security_file_permission"},
+			[]string{"fentry/security_file_open", "fentry/security_inode_rename", "fentry/cgroup_file_open"}},
+		{BackendFentry, true, true, []string{"fmod_ret/security_file_open"}, []string{"fentry/security_file_open", "fentry/cgroup_file_open"}},
+		// kprobes cannot refuse: --enforce kills the writer, as well from cgroup_file_open.
+		{BackendKprobe, true, false, []string{"kprobe/cgroup_file_open", "kretprobe/cgroup1_parse_param", "kretprobe/cgroup_write_notify_on_release"},
+			[]string{"kprobe/security_file_open"}},
+		{BackendKprobe, false, true, []string{"kprobe/security_file_open"}, []string{"kprobe/cgroup_file_open"}},
+		{BackendTracepoint, true, false, []string{"tp_btf/sys_exit", "tp_btf/cgroup_remount", "tp_btf/cgroup_destroy_root"}, nil},
 	} {
 		b, err := findBackend(tt.backend)
 		if err != nil {
 			t.Fatal(err)
 		}
-		points := (&Sensor{backend: b, objs: b.objects(), enforce: tt.enforce}).Programs()
+		points := (&Sensor{backend: b, objs: b.objects(), enforce: tt.enforce, anyFS: tt.anyFS}).Programs()
 		for _, p := range tt.want {
 			if !slices.Contains(points, p) {
-				t.Errorf("%s enforce=%v: %s missing from %v", tt.backend, tt.enforce, p, points)
+				t.Errorf("%s enforce=%v any-fs=%v: %s missing from %v", tt.backend, tt.enforce, tt.anyFS, p, points)
 			}
 		}
 		for _, p := range tt.wantNone {
 			if slices.Contains(points, p) {
-				t.Errorf("%s enforce=%v: %s attached, want it left out", tt.backend, tt.enforce, p)
+				t.Errorf("%s enforce=%v any-fs=%v: %s attached, want it left out", tt.backend, tt.enforce, tt.anyFS, p)
 			}
+		}
+		opens := 0
+		for _, p := range points {
+			if strings.HasSuffix(p, "file_open") {
+				opens++
+			}
+		}
+		if opens != 1 && tt.backend != BackendTracepoint {
+			t.Errorf("%s enforce=%v any-fs=%v: %d hooks see opens (%v), want 1", tt.backend, tt.enforce, tt.anyFS, opens, points)
 		}
 	}
 }

@@ -392,8 +392,8 @@ func BenchmarkWriteToFinding(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
-// noopFor loads the empty program on the same hook as the backend's open hook (its first) and returns how to
-// attach it.
+// noopFor loads an empty program for the hook through which the backend sees opens in this configuration
+// (security_file_open, cgroup_file_open, or sys_exit for tracepoint) and returns how to attach it.
 func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
 	spec, err := loadNoop()
 	if err != nil {
@@ -403,16 +403,34 @@ func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
 	if err := spec.Assign(&noop); err != nil {
 		b.Fatal(err)
 	}
-	progSpec := map[string]*ebpf.ProgramSpec{
-		BackendLSM: noop.EwNoopLsmFileOpen, BackendFentry: noop.EwNoopFentryFileOpen,
-		BackendKprobe: noop.EwNoopKprobeFileOpen, BackendTracepoint: noop.EwNoopSysExit,
-	}[s.backend.name]
+	i := slices.IndexFunc(s.hooks(), func(h hook) bool {
+		return strings.HasSuffix(h.point, "file_open") || h.point == "tp_btf/sys_exit"
+	})
+	if i < 0 {
+		b.Fatalf("%s: no hook sees opens in %v", s.backend.name, s.Programs())
+	}
+	h := s.hooks()[i]
+	kind, fn, _ := strings.Cut(h.point, "/")
+	var progSpec *ebpf.ProgramSpec
+	switch kind {
+	case "lsm":
+		progSpec = noop.EwNoopLsmFileOpen
+	case "fentry":
+		progSpec = noop.EwNoopFentryFileOpen.Copy()
+		progSpec.AttachTo = fn // the empty program reads no argument: any function will do
+	case "kprobe":
+		progSpec = noop.EwNoopKprobeFileOpen // the hook's attach names the symbol
+	case "tp_btf":
+		progSpec = noop.EwNoopSysExit
+	default:
+		b.Fatalf("no empty program for %s", h.point)
+	}
 	prog, err := ebpf.NewProgram(progSpec)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { prog.Close() })
-	return func() (link.Link, error) { return s.objs.hooks()[0].attach(prog) }
+	return func() (link.Link, error) { return h.attach(prog) }
 }
 
 func openForBench(b *testing.B) *Sensor {

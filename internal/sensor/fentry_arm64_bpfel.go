@@ -154,6 +154,7 @@ const (
 	fentryProgEwCgroupDestroyRoot          = "ew_cgroup_destroy_root"
 	fentryProgEwCgroupRemount              = "ew_cgroup_remount"
 	fentryProgEwCgroupSetupRoot            = "ew_cgroup_setup_root"
+	fentryProgEwFentryCgroupFileOpen       = "ew_fentry_cgroup_file_open"
 	fentryProgEwFentryFileOpen             = "ew_fentry_file_open"
 	fentryProgEwFentryInodeRename          = "ew_fentry_inode_rename"
 	fentryProgEwFentryParseParam           = "ew_fentry_parse_param"
@@ -217,6 +218,7 @@ type fentryProgramSpecs struct {
 	EwCgroupDestroyRoot          *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
 	EwCgroupRemount              *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot            *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwFentryCgroupFileOpen       *ebpf.ProgramSpec `ebpf:"ew_fentry_cgroup_file_open"`
 	EwFentryFileOpen             *ebpf.ProgramSpec `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename          *ebpf.ProgramSpec `ebpf:"ew_fentry_inode_rename"`
 	EwFentryParseParam           *ebpf.ProgramSpec `ebpf:"ew_fentry_parse_param"`
@@ -328,6 +330,7 @@ type fentryPrograms struct {
 	EwCgroupDestroyRoot          *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
 	EwCgroupRemount              *ebpf.Program `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot            *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwFentryCgroupFileOpen       *ebpf.Program `ebpf:"ew_fentry_cgroup_file_open"`
 	EwFentryFileOpen             *ebpf.Program `ebpf:"ew_fentry_file_open"`
 	EwFentryInodeRename          *ebpf.Program `ebpf:"ew_fentry_inode_rename"`
 	EwFentryParseParam           *ebpf.Program `ebpf:"ew_fentry_parse_param"`
@@ -346,6 +349,7 @@ func (p *fentryPrograms) Close() error {
 		p.EwCgroupDestroyRoot,
 		p.EwCgroupRemount,
 		p.EwCgroupSetupRoot,
+		p.EwFentryCgroupFileOpen,
 		p.EwFentryFileOpen,
 		p.EwFentryInodeRename,
 		p.EwFentryParseParam,

@@ -163,6 +163,7 @@ const (
 	kprobeProgEwCgroupRemount        = "ew_cgroup_remount"
 	kprobeProgEwCgroupSetupRoot      = "ew_cgroup_setup_root"
 	kprobeProgEwKprobeAgentWrite     = "ew_kprobe_agent_write"
+	kprobeProgEwKprobeCgroupFileOpen = "ew_kprobe_cgroup_file_open"
 	kprobeProgEwKprobeFileOpen       = "ew_kprobe_file_open"
 	kprobeProgEwKprobeInodeRename    = "ew_kprobe_inode_rename"
 	kprobeProgEwKprobeNotifyWrite    = "ew_kprobe_notify_write"
@@ -224,6 +225,7 @@ type kprobeProgramSpecs struct {
 	EwCgroupRemount        *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot      *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
 	EwKprobeAgentWrite     *ebpf.ProgramSpec `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeCgroupFileOpen *ebpf.ProgramSpec `ebpf:"ew_kprobe_cgroup_file_open"`
 	EwKprobeFileOpen       *ebpf.ProgramSpec `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename    *ebpf.ProgramSpec `ebpf:"ew_kprobe_inode_rename"`
 	EwKprobeNotifyWrite    *ebpf.ProgramSpec `ebpf:"ew_kprobe_notify_write"`
@@ -339,6 +341,7 @@ type kprobePrograms struct {
 	EwCgroupRemount        *ebpf.Program `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot      *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
 	EwKprobeAgentWrite     *ebpf.Program `ebpf:"ew_kprobe_agent_write"`
+	EwKprobeCgroupFileOpen *ebpf.Program `ebpf:"ew_kprobe_cgroup_file_open"`
 	EwKprobeFileOpen       *ebpf.Program `ebpf:"ew_kprobe_file_open"`
 	EwKprobeInodeRename    *ebpf.Program `ebpf:"ew_kprobe_inode_rename"`
 	EwKprobeNotifyWrite    *ebpf.Program `ebpf:"ew_kprobe_notify_write"`
@@ -355,6 +358,7 @@ func (p *kprobePrograms) Close() error {
 		p.EwCgroupRemount,
 		p.EwCgroupSetupRoot,
 		p.EwKprobeAgentWrite,
+		p.EwKprobeCgroupFileOpen,
 		p.EwKprobeFileOpen,
 		p.EwKprobeInodeRename,
 		p.EwKprobeNotifyWrite,

@@ -154,6 +154,7 @@ const (
 	lsmProgEwCgroupDestroyRoot      = "ew_cgroup_destroy_root"
 	lsmProgEwCgroupRemount          = "ew_cgroup_remount"
 	lsmProgEwCgroupSetupRoot        = "ew_cgroup_setup_root"
+	lsmProgEwLsmCgroupFileOpen      = "ew_lsm_cgroup_file_open"
 	lsmProgEwLsmFentryParseParam    = "ew_lsm_fentry_parse_param"
 	lsmProgEwLsmFexitAgentWrite     = "ew_lsm_fexit_agent_write"
 	lsmProgEwLsmFexitNotifyWrite    = "ew_lsm_fexit_notify_write"
@@ -215,6 +216,7 @@ type lsmProgramSpecs struct {
 	EwCgroupDestroyRoot      *ebpf.ProgramSpec `ebpf:"ew_cgroup_destroy_root"`
 	EwCgroupRemount          *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot        *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
+	EwLsmCgroupFileOpen      *ebpf.ProgramSpec `ebpf:"ew_lsm_cgroup_file_open"`
 	EwLsmFentryParseParam    *ebpf.ProgramSpec `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite     *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite    *ebpf.ProgramSpec `ebpf:"ew_lsm_fexit_notify_write"`
@@ -324,6 +326,7 @@ type lsmPrograms struct {
 	EwCgroupDestroyRoot      *ebpf.Program `ebpf:"ew_cgroup_destroy_root"`
 	EwCgroupRemount          *ebpf.Program `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot        *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
+	EwLsmCgroupFileOpen      *ebpf.Program `ebpf:"ew_lsm_cgroup_file_open"`
 	EwLsmFentryParseParam    *ebpf.Program `ebpf:"ew_lsm_fentry_parse_param"`
 	EwLsmFexitAgentWrite     *ebpf.Program `ebpf:"ew_lsm_fexit_agent_write"`
 	EwLsmFexitNotifyWrite    *ebpf.Program `ebpf:"ew_lsm_fexit_notify_write"`
@@ -340,6 +343,7 @@ func (p *lsmPrograms) Close() error {
 		p.EwCgroupDestroyRoot,
 		p.EwCgroupRemount,
 		p.EwCgroupSetupRoot,
+		p.EwLsmCgroupFileOpen,
 		p.EwLsmFentryParseParam,
 		p.EwLsmFexitAgentWrite,
 		p.EwLsmFexitNotifyWrite,

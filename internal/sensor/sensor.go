@@ -249,7 +249,7 @@ func (s *Sensor) Programs() []string {
 func (s *Sensor) hooks() []hook {
 	var hooks []hook
 	for _, h := range s.objs.hooks() {
-		if h.when == always || (h.when == enforcing) == s.enforce {
+		if h.when.holds(s.enforce, s.anyFS, s.backend.refuses) {
 			hooks = append(hooks, h)
 		}
 	}
