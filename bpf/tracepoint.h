@@ -58,13 +58,34 @@ static __always_inline int ew_name_is(struct dentry *dentry, const char *want, i
 	return 1;
 }
 
+/* The file operations of kernfs files (kernfs_file_fops), learned from the first cgroup file seen written: every
+ * cgroup file has them, so the write of a file with other operations leaves after one read, where the superblock
+ * test takes three. Zero until then: each write takes the superblock test. Learned in the kernel from the kernel's
+ * own objects, so it cannot be fed a wrong value; a restart only costs the slower test until the next cgroup write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ew_kernfs_fops SEC(".maps");
+
+#define EW_S_IFMT 00170000
+#define EW_S_IFREG 0100000
+
 /* ew_file_written: the tracepoint's body for a write-family syscall on file. */
 static __always_inline void ew_file_written(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts)
 {
+	__u32 zero = 0;
+	__u64 *kernfs_fops = bpf_map_lookup_elem(&ew_kernfs_fops, &zero); /* an array: the verifier inlines it */
+	__u64 fops = (__u64)BPF_CORE_READ(file, f_op);
+	if (kernfs_fops && *kernfs_fops && fops != *kernfs_fops)
+		return; /* the hot path: every other file's write leaves here */
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
 	if (BPF_CORE_READ(sb, s_magic) != CGROUP_SUPER_MAGIC)
-		return; /* the hot path: every other file's write leaves here */
+		return; /* until learned, or a kernfs file of another file system (sysfs) */
+	if (kernfs_fops && !*kernfs_fops && (BPF_CORE_READ(file, f_inode, i_mode) & EW_S_IFMT) == EW_S_IFREG)
+		*kernfs_fops = fops; /* a regular file of a cgroup file system is a kernfs file */
 	if (ew_name_is(dentry, EW_NOTIFY_NAME, EW_NOTIFY_LEN)) {
 		struct kernfs_node *dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
 		ew_notify_written(file, BPF_CORE_READ(dir, priv), source, ret, nr, facts);

@@ -350,3 +350,59 @@ sh -c 'echo $$ > %[1]s/x/cgroup.procs'`, h.Dir, agent)
 		t.Errorf("the helper's exec was lost with the main ring full (%+v)", s.Stats())
 	}
 }
+
+// TestPrivilegedWritesAfterKernfsLearned (tracepoint backend): once the kernel side has learned kernfs files'
+// operations from a cgroup file's write, and so lets every other file's write leave at one read, writes to the real
+// release_agent are still seen, through a descriptor opened before the sensor and through a duplicate.
+func TestPrivilegedWritesAfterKernfsLearned(t *testing.T) {
+	h := testutil.MountHierarchy(t)
+	agent, err := os.OpenFile(h.Agent(), os.O_WRONLY, 0) // before the sensor: no open was seen
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	s := openTestSensor(t)
+	defer s.Close()
+	tp, ok := s.objs.(*tracepointObjects)
+	if !ok {
+		t.Skipf("the %s backend sees writes in the agent's write handler: nothing to learn", s.backend.name)
+	}
+	if err := os.WriteFile(filepath.Join(h.Dir, "notify_on_release"), []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var fops uint64
+	if err := tp.EwKernfsFops.Lookup(uint32(0), &fops); err != nil {
+		t.Fatal(err)
+	}
+	if fops == 0 {
+		t.Fatal("a write to a cgroup file: the kernfs file operations are still unknown")
+	}
+	for i := range 100 { // unrelated writes, which take the short path now
+		if err := os.WriteFile(filepath.Join(t.TempDir(), "unrelated"), []byte{byte(i)}, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dup, err := unix.Dup(int(agent.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dup)
+	for _, w := range []struct {
+		fd    int
+		value string
+	}{{int(agent.Fd()), "/learned-1"}, {dup, "/learned-2"}} {
+		if _, err := unix.Write(w.fd, []byte(w.value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var values []string
+	for _, ev := range drain(t, s) {
+		if ev.EventName == event.ReleaseAgentChanged {
+			v, _ := ev.Arg("value")
+			values = append(values, fmt.Sprint(v.Value))
+		}
+	}
+	if !slices.Equal(values, []string{"/learned-1", "/learned-2"}) {
+		t.Errorf("release_agent values reported %q, want both writes", values)
+	}
+}

@@ -146,6 +146,7 @@ const (
 	tracepointMapEwEvents             = "ew_events"
 	tracepointMapEwHelperEvents       = "ew_helper_events"
 	tracepointMapEwHostAgents         = "ew_host_agents"
+	tracepointMapEwKernfsFops         = "ew_kernfs_fops"
 	tracepointMapEwOrigins            = "ew_origins"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
@@ -224,6 +225,7 @@ type tracepointMapSpecs struct {
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
 	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwKernfsFops     *ebpf.MapSpec `ebpf:"ew_kernfs_fops"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -268,6 +270,7 @@ type tracepointMaps struct {
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
 	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwKernfsFops     *ebpf.Map `ebpf:"ew_kernfs_fops"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -283,6 +286,7 @@ func (m *tracepointMaps) Close() error {
 		m.EwEvents,
 		m.EwHelperEvents,
 		m.EwHostAgents,
+		m.EwKernfsFops,
 		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwRecordScratch,
