@@ -115,6 +115,22 @@ var mustAlert = []openCase{
 	},
 }
 
+func init() {
+	if runtime.GOARCH == "amd64" { // the others have only openat
+		mustAlert = append(mustAlert,
+			openCase{
+				name:            "open(2) O_RDWR",
+				argv:            func(a, _ string) []string { return []string{triggerBin, "open2", a, "O_RDWR"} },
+				syscallPathname: same, syscall: "open", flags: fileFlags(unix.O_RDWR),
+			},
+			openCase{
+				name:            "creat(2)",
+				argv:            func(a, _ string) []string { return []string{triggerBin, "creat", a} },
+				syscallPathname: same, syscall: "creat", flags: fileFlags(unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC),
+			})
+	}
+}
+
 // TestPrivilegedTRC1010MustAlert runs every way of opening the real release_agent for writing (mustAlert) from a
 // new mount+pid namespace against the sensor on its defaults, and checks the finding's exact fields.
 func TestPrivilegedTRC1010MustAlert(t *testing.T) {

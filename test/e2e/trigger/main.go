@@ -56,6 +56,25 @@ func act(method, path string, rest []string) error {
 			return err
 		}
 		return writeAndClose(fd, flags)
+	case "open2": // open2 PATH FLAGS: the same through open(2) itself (amd64)
+		if len(rest) != 1 {
+			return fmt.Errorf("open2 needs FLAGS")
+		}
+		flags, err := event.ParseOpenFlags(rest[0])
+		if err != nil {
+			return err
+		}
+		fd, err := legacyOpen(path, flags)
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, flags)
+	case "creat": // creat(2) (amd64)
+		fd, err := legacyCreat(path)
+		if err != nil {
+			return err
+		}
+		return writeAndClose(fd, unix.O_WRONLY)
 	case "openat2":
 		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_WRONLY})
 		if err != nil {
