@@ -53,6 +53,7 @@ enum {
 #define EW_TS_COMPAT 0x0002
 #define EW_BTF_SYSCALL_NR(regs) ((long)((regs)->orig_ax & ~X32_SYSCALL_BIT))
 #define EW_BTF_ARG0(regs, compat) ((compat) ? (regs)->bx : (regs)->di)
+#define EW_BTF_ARG1(regs, compat) ((compat) ? (regs)->cx : (regs)->si)
 #define EW_BTF_ARG2(regs) ((regs)->dx) /* both tables: rdx, ia32's edx */
 #define EW_BTF_TASK_COMPAT(task) ((task)->thread_info.status & EW_TS_COMPAT)
 
@@ -92,6 +93,7 @@ static __always_inline unsigned long sys_arg(struct pt_regs *regs, int compat, i
 #define EW_TIF_32BIT (1UL << 22)
 #define EW_BTF_SYSCALL_NR(regs) ((long)(regs)->syscallno)
 #define EW_BTF_ARG0(regs, compat) ((regs)->orig_x0)
+#define EW_BTF_ARG1(regs, compat) ((regs)->regs[1])
 #define EW_BTF_ARG2(regs) ((regs)->regs[2])
 #define EW_BTF_TASK_COMPAT(task) (((task)->thread_info.flags & EW_TIF_32BIT) != 0)
 
@@ -126,6 +128,38 @@ enum ew_op {
 	EW_OP_FSCONFIG,
 	EW_OP_AIO_SUBMIT, /* Linux AIO: the written descriptors are in the iocbs */
 };
+
+/* The sys_exit tracepoint's first test: is nr a number above, in either table? A bitmap made at compile time, so an
+ * unrelated syscall costs one bounded load (the two switches below take about twenty comparisons each). Every
+ * number is below EW_NR_BITS in every table; a call a table lacks (negative) sets no bit. */
+#define EW_NR_BITS 512
+#define EW_NR_BIT(nr, w) ((nr) >= 0 && (nr) / 64 == (w) ? 1ULL << ((nr) & 63) : 0)
+#define EW_NR_WORD(w)                                                                                              \
+	(EW_NR_BIT(NR_OPEN, w) | EW_NR_BIT(NR_CREAT, w) | EW_NR_BIT(NR_OPENAT, w) | EW_NR_BIT(NR_OPENAT2, w) |   \
+	 EW_NR_BIT(NR_OPEN_BY_HANDLE_AT, w) | EW_NR_BIT(NR_RENAME, w) | EW_NR_BIT(NR_RENAMEAT, w) |              \
+	 EW_NR_BIT(NR_RENAMEAT2, w) | EW_NR_BIT(NR_WRITE, w) | EW_NR_BIT(NR_PWRITE64, w) |                       \
+	 EW_NR_BIT(NR_WRITEV, w) | EW_NR_BIT(NR_SENDFILE, w) | EW_NR_BIT(NR_PWRITEV, w) |                         \
+	 EW_NR_BIT(NR_PWRITEV2, w) | EW_NR_BIT(NR_SPLICE, w) | EW_NR_BIT(NR_COPY_FILE_RANGE, w) |                \
+	 EW_NR_BIT(NR_MOUNT, w) | EW_NR_BIT(NR_FSCONFIG, w) | EW_NR_BIT(NR_IO_SUBMIT, w) |                        \
+	 EW_NR_BIT(NR32_OPEN, w) | EW_NR_BIT(NR32_CREAT, w) | EW_NR_BIT(NR32_OPENAT, w) |                         \
+	 EW_NR_BIT(NR32_OPENAT2, w) | EW_NR_BIT(NR32_OPEN_BY_HANDLE_AT, w) | EW_NR_BIT(NR32_RENAME, w) |         \
+	 EW_NR_BIT(NR32_RENAMEAT, w) | EW_NR_BIT(NR32_RENAMEAT2, w) | EW_NR_BIT(NR32_WRITE, w) |                  \
+	 EW_NR_BIT(NR32_PWRITE64, w) | EW_NR_BIT(NR32_WRITEV, w) | EW_NR_BIT(NR32_SENDFILE, w) |                  \
+	 EW_NR_BIT(NR32_SENDFILE64, w) | EW_NR_BIT(NR32_PWRITEV, w) | EW_NR_BIT(NR32_PWRITEV2, w) |               \
+	 EW_NR_BIT(NR32_SPLICE, w) | EW_NR_BIT(NR32_COPY_FILE_RANGE, w) | EW_NR_BIT(NR32_MOUNT, w) |              \
+	 EW_NR_BIT(NR32_IO_SUBMIT, w))
+
+static const __u64 ew_nr_watched[EW_NR_BITS / 64] = {
+	EW_NR_WORD(0), EW_NR_WORD(1), EW_NR_WORD(2), EW_NR_WORD(3),
+	EW_NR_WORD(4), EW_NR_WORD(5), EW_NR_WORD(6), EW_NR_WORD(7),
+};
+
+static __always_inline int ew_nr_watched_any(long nr)
+{
+	if ((unsigned long)nr >= EW_NR_BITS)
+		return 0;
+	return (ew_nr_watched[nr / 64] >> (nr % 64)) & 1;
+}
 
 static __always_inline enum ew_op native_op(long nr)
 {

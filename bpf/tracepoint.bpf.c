@@ -89,27 +89,43 @@ static long ew_aio_step(__u64 i, void *data)
 	return 0;
 }
 
+/* ew_open_reads_only: the flags of an open(2), openat(2) or open_by_handle_at(2) ask for no write access (the
+ * kernel's own test, OPEN_FMODE), so the file it opened is not writable through this descriptor: most opens of the
+ * machine leave here, on the registers alone, before the descriptor's file is looked up. creat(2) always writes;
+ * openat2's flags are in user memory: those take the file's own f_mode test. */
+static __always_inline int ew_open_reads_only(struct pt_regs *regs, long nr, int compat)
+{
+	unsigned long flags;
+
+	if (nr == (compat ? NR32_OPEN : NR_OPEN))
+		flags = EW_BTF_ARG1(regs, compat);
+	else if (nr == (compat ? NR32_OPENAT : NR_OPENAT) ||
+		 nr == (compat ? NR32_OPEN_BY_HANDLE_AT : NR_OPEN_BY_HANDLE_AT))
+		flags = EW_BTF_ARG2(regs);
+	else
+		return 0;
+	return !((flags + 1) & EW_FMODE_WRITE);
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 {
 	/* Direct loads through the BTF-typed arguments: far cheaper than bpf_probe_read_kernel on a path that runs
 	 * at every syscall exit of the machine. */
 	long nr = EW_BTF_SYSCALL_NR(regs);
-	enum ew_op op = native_op(nr);
-	if (op == EW_OP_NONE && compat_op(nr) == EW_OP_NONE)
+	if (!ew_nr_watched_any(nr))
 		return 0; /* the hot path: every unrelated syscall leaves here */
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	int compat = EW_BTF_TASK_COMPAT(task);
-	if (compat)
-		op = compat_op(nr);
+	enum ew_op op = compat ? compat_op(nr) : native_op(nr);
 	struct ew_syscall sc;
 
 	switch (op) {
 	case EW_OP_OPEN:
 	case EW_OP_OPEN_AT:
 	case EW_OP_OPEN_BY_HANDLE: {
-		if (ret < 0)
+		if (ret < 0 || ew_open_reads_only(regs, nr, compat))
 			return 0;
 		struct file *file = ew_fd_file_btf(task, (int)ret);
 		if (!file)
