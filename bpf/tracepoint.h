@@ -58,10 +58,12 @@ static __always_inline int ew_name_is(struct dentry *dentry, const char *want, i
 	return 1;
 }
 
-/* The file operations of kernfs files (kernfs_file_fops), learned from the first cgroup file seen written: every
- * cgroup file has them, so the write of a file with other operations leaves after one read, where the superblock
- * test takes three. Zero until then: each write takes the superblock test. Learned in the kernel from the kernel's
- * own objects, so it cannot be fed a wrong value; a restart only costs the slower test until the next cgroup write. */
+/* The file operations of kernfs files (kernfs_file_fops), learned from the first regular file of a kernfs file
+ * system (cgroup v1 or v2, sysfs) seen written: every cgroup file has them, so once they are known the write of a
+ * file with other operations leaves after one read, where the superblock test takes three. Until then (zero)
+ * each write takes the superblock test alone. Learned in the kernel from the kernel's own objects, so nothing can
+ * feed it a wrong value; a restart costs only the longer test until the next such write (container hosts write
+ * cgroup files all the time). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -71,21 +73,25 @@ struct {
 
 #define EW_S_IFMT 00170000
 #define EW_S_IFREG 0100000
+#define EW_CGROUP2_SUPER_MAGIC 0x63677270
+#define EW_SYSFS_MAGIC 0x62656572
 
 /* ew_file_written: the tracepoint's body for a write-family syscall on file. */
 static __always_inline void ew_file_written(struct file *file, __u32 source, __s64 ret, __u32 nr, __u32 facts)
 {
 	__u32 zero = 0;
 	__u64 *kernfs_fops = bpf_map_lookup_elem(&ew_kernfs_fops, &zero); /* an array: the verifier inlines it */
-	__u64 fops = (__u64)BPF_CORE_READ(file, f_op);
-	if (kernfs_fops && *kernfs_fops && fops != *kernfs_fops)
+	__u64 known = kernfs_fops ? *kernfs_fops : 0;
+	if (known && (__u64)BPF_CORE_READ(file, f_op) != known)
 		return; /* the hot path: every other file's write leaves here */
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
-	if (BPF_CORE_READ(sb, s_magic) != CGROUP_SUPER_MAGIC)
-		return; /* until learned, or a kernfs file of another file system (sysfs) */
-	if (kernfs_fops && !*kernfs_fops && (BPF_CORE_READ(file, f_inode, i_mode) & EW_S_IFMT) == EW_S_IFREG)
-		*kernfs_fops = fops; /* a regular file of a cgroup file system is a kernfs file */
+	unsigned long magic = BPF_CORE_READ(sb, s_magic);
+	if (!known && kernfs_fops && (magic == CGROUP_SUPER_MAGIC || magic == EW_CGROUP2_SUPER_MAGIC || magic == EW_SYSFS_MAGIC) &&
+	    (BPF_CORE_READ(file, f_inode, i_mode) & EW_S_IFMT) == EW_S_IFREG)
+		*kernfs_fops = (__u64)BPF_CORE_READ(file, f_op); /* a regular file there is a kernfs file */
+	if (magic != CGROUP_SUPER_MAGIC)
+		return; /* not learned yet, or a kernfs file of another file system */
 	if (ew_name_is(dentry, EW_NOTIFY_NAME, EW_NOTIFY_LEN)) {
 		struct kernfs_node *dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
 		ew_notify_written(file, BPF_CORE_READ(dir, priv), source, ret, nr, facts);
