@@ -139,6 +139,41 @@ func TestEngineRouting(t *testing.T) {
 	}
 }
 
+// TestSkipUnrouted: an event no rule selects is counted as Process counts it; one a rule selects, whatever its
+// origin, is left to Process.
+func TestSkipUnrouted(t *testing.T) {
+	eng, err := NewEngine(Default(), ReplayScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{event.SecurityFileOpen, false},
+		{event.SecurityInodeRename, false},
+		{event.ReleaseAgentChanged, false}, // selected with OriginAny
+		{"openat", true},
+		{"", true},
+		{"Security_File_Open", true}, // routing is by the exact name, as in Process
+	}
+	skipped := 0
+	for _, tt := range tests {
+		if got := eng.SkipUnrouted([]byte(tt.name)); got != tt.want {
+			t.Errorf("SkipUnrouted(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+		if tt.want {
+			skipped++
+		}
+	}
+	if got := eng.Stats(); got.Events != uint64(skipped) {
+		t.Errorf("Stats().Events = %d, want the %d skipped events", got.Events, skipped)
+	}
+	if n := testing.AllocsPerRun(100, func() { eng.SkipUnrouted([]byte("openat")) }); n != 0 {
+		t.Errorf("SkipUnrouted allocates %v times, want 0", n)
+	}
+}
+
 func TestNewEngineErrors(t *testing.T) {
 	tests := []struct {
 		name  string
