@@ -19,7 +19,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-func newEngine(t *testing.T) *rule.Engine {
+func newEngine(t testing.TB) *rule.Engine {
 	t.Helper()
 	eng, err := rule.NewEngine(rule.Default(), rule.ReplayScope)
 	if err != nil {
@@ -80,7 +80,7 @@ func TestRunGolden(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, name string) []byte {
+func mustRead(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {
@@ -241,7 +241,7 @@ func TestRunLineBound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errs bytes.Buffer
-			st, err := run(context.Background(), strings.NewReader(tt.in), &out, &errs, newEngine(t), max)
+			st, err := run(context.Background(), strings.NewReader(tt.in), &out, &errs, newEngine(t), config{maxLine: max})
 			if err != nil {
 				t.Fatal(err)
 			}
