@@ -15,14 +15,19 @@ const maxDepth = 10000
 // unclear which field a key names or what the name is (escapes, non-ASCII bytes: encoding/json unescapes keys
 // and folds their case by Unicode's rules, under which the Kelvin sign is a "k"). A false ok says nothing
 // about the line: the caller decodes it, and Decode names the fault if there is one.
+//
+// The readers below take the index of a value's first byte and return the index after it, or -1 when they
+// are not certain of it.
 func scanEvent(line []byte) (name []byte, ok bool) {
-	s := scanner{b: line, name: line[:0]}
-	s.ws()
-	if s.peek() != '{' || !s.object(0, eventKind) {
+	i := skipWS(line, 0)
+	if i >= len(line) || line[i] != '{' {
 		return nil, false
 	}
-	s.ws()
-	return s.name, s.i == len(s.b)
+	name = line[:0]
+	if i = object(line, i, 0, eventKind, &name); i < 0 {
+		return nil, false
+	}
+	return name, skipWS(line, i) == len(line)
 }
 
 // kind is what event.Decode accepts for a field or an array's element. null is accepted for every kind but
@@ -51,352 +56,346 @@ const (
 	contextFlagsKind // event.ContextFlags
 	metadataKind     // event.Metadata (its keys are its field names)
 	argKind          // event.Argument, as its UnmarshalJSON decodes it
+	kinds
 )
+
+// fieldKinds are the fields of each struct kind, by name in lower case: encoding/json matches a key to a
+// field's name exactly or else ignoring case. TestFieldKinds checks them against the event package's types.
+var fieldKinds = map[kind]map[string]kind{
+	eventKind: {
+		"timestamp": intKind, "threadstarttime": intKind, "processorid": intKind, "processid": intKind,
+		"cgroupid": uintKind, "threadid": intKind, "parentprocessid": intKind, "hostprocessid": intKind,
+		"hostthreadid": intKind, "hostparentprocessid": intKind, "userid": intKind, "mountnamespace": intKind,
+		"pidnamespace": intKind, "processname": stringKind, "executable": fileKind, "hostname": stringKind,
+		"containerid": stringKind, "container": containerKind, "kubernetes": kubernetesKind,
+		"eventid": quotedIntKind, "eventname": eventNameKind, "matchedpolicies": stringsKind, "argsnum": intKind,
+		"returnvalue": intKind, "syscall": stringKind, "stackaddresses": uint64sKind,
+		"contextflags": contextFlagsKind, "threadentityid": uint32Kind, "processentityid": uint32Kind,
+		"parententityid": uint32Kind, "args": argsKind, "metadata": metadataKind, "origin": stringKind,
+		"action": stringKind, "truncated": stringsKind,
+	},
+	fileKind:         {"path": stringKind},
+	containerKind:    {"id": stringKind, "name": stringKind, "image": stringKind, "imagedigest": stringKind, "runtime": stringKind},
+	kubernetesKind:   {"podname": stringKind, "podnamespace": stringKind, "poduid": stringKind, "podsandbox": boolKind},
+	contextFlagsKind: {"containerstarted": boolKind, "iscompat": boolKind},
+	metadataKind:     {"version": stringKind, "description": stringKind, "tags": stringsKind, "properties": propertiesKind},
+	argKind:          {"name": stringKind, "type": stringKind},
+}
 
 // maxFieldName is the length of the longest field name (hostParentProcessId): no longer key names a field.
 const maxFieldName = 19
 
-// field returns the kind of the field of struct kind k that key names, or anyValue when it names none. key is
-// in lower case; encoding/json matches keys to field names exactly or else ignoring ASCII case.
-func field(k kind, key []byte) kind {
-	switch k {
-	case eventKind:
-		return eventField(key)
-	case fileKind:
-		if string(key) == "path" {
-			return stringKind
-		}
-	case containerKind:
-		switch string(key) {
-		case "id", "name", "image", "imagedigest", "runtime":
-			return stringKind
-		}
-	case kubernetesKind:
-		switch string(key) {
-		case "podname", "podnamespace", "poduid":
-			return stringKind
-		case "podsandbox":
-			return boolKind
-		}
-	case contextFlagsKind:
-		switch string(key) {
-		case "containerstarted", "iscompat":
-			return boolKind
-		}
-	case metadataKind:
-		switch string(key) {
-		case "version", "description":
-			return stringKind
-		case "tags":
-			return stringsKind
-		case "properties":
-			return propertiesKind
-		}
-	case argKind:
-		switch string(key) {
-		case "name", "type":
-			return stringKind
+// keyWords is a key of up to 24 bytes in lower case, eight bytes to a word, zero past its end.
+type keyWords [3]uint64
+
+type fieldEntry struct {
+	key  keyWords
+	kind kind
+}
+
+// fieldTable is fieldKinds by struct kind and name length, for a look-up that compares a few words.
+var fieldTable = func() (t [kinds][maxFieldName + 1][]fieldEntry) {
+	for sk, fields := range fieldKinds {
+		for name, k := range fields {
+			var w keyWords
+			for j := range len(name) {
+				w[j/8] |= uint64(name[j]) << (8 * (j % 8))
+			}
+			t[sk][len(name)] = append(t[sk][len(name)], fieldEntry{w, k})
 		}
 	}
-	return anyValue
-}
+	return t
+}()
 
-func eventField(key []byte) kind {
-	switch string(key) {
-	case "timestamp", "threadstarttime", "processorid", "processid", "threadid", "parentprocessid",
-		"hostprocessid", "hostthreadid", "hostparentprocessid", "userid", "mountnamespace", "pidnamespace",
-		"argsnum", "returnvalue":
-		return intKind
-	case "cgroupid":
-		return uintKind
-	case "threadentityid", "processentityid", "parententityid":
-		return uint32Kind
-	case "processname", "hostname", "containerid", "syscall", "origin", "action":
-		return stringKind
-	case "eventid":
-		return quotedIntKind
-	case "eventname":
-		return eventNameKind
-	case "matchedpolicies", "truncated":
-		return stringsKind
-	case "stackaddresses":
-		return uint64sKind
-	case "args":
-		return argsKind
-	case "executable":
-		return fileKind
-	case "container":
-		return containerKind
-	case "kubernetes":
-		return kubernetesKind
-	case "contextflags":
-		return contextFlagsKind
-	case "metadata":
-		return metadataKind
+// Eight bytes at a time: most of a Tracee line is keys and strings (paths, IDs, digests).
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// load returns the eight bytes of b from i, zeros past its end.
+func load(b []byte, i int) uint64 {
+	if i+8 <= len(b) {
+		return binary.LittleEndian.Uint64(b[i:])
 	}
-	return anyValue
-}
-
-// scanner reads b from i on; name is the last eventName string seen at the top level.
-type scanner struct {
-	b    []byte
-	i    int
-	name []byte
-}
-
-// peek returns the byte at i, or 0 at the end: NUL is no JSON outside a string, so it fails like the end.
-func (s *scanner) peek() byte {
-	if s.i < len(s.b) {
-		return s.b[s.i]
+	var t [8]byte
+	if i < len(b) {
+		copy(t[:], b[i:])
 	}
-	return 0
+	return binary.LittleEndian.Uint64(t[:])
 }
 
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
+// stops has the high bit set in each byte of x that is a quote, a backslash or a control character, and
+// maybe in bytes above the first such one (a subtraction's borrow), never below: the lowest is exact.
+func stops(x uint64) uint64 {
+	q := x ^ (ones * '"')
+	bs := x ^ (ones * '\\')
+	return ((q-ones)&^q | (bs-ones)&^bs | (x-ones*0x20)&^x) & highs
+}
+
+// lower puts the ASCII capitals of x in lower case.
+func lower(x uint64) uint64 {
+	h := x &^ highs // adding to seven bits cannot carry into the next byte
+	capital := (h + ones*(0x80-'A')) &^ (h + ones*(0x80-'Z'-1)) &^ x & highs
+	return x | capital>>2
+}
+
+// fieldKey reads the key at b[i] of an object of struct kind k, and returns the kind of the field it names
+// (anyValue for none) and the index after it. It is not certain of a key with an escape or a non-ASCII byte,
+// which could unescape or fold to a field's name.
+func fieldKey(b []byte, i int, k kind) (kind, int) {
+	start := i + 1
+	var w keyWords
+	for j := 0; ; j++ {
+		x := load(b, start+8*j)
+		if m := stops(x) | x&highs; m != 0 {
+			n := bits.TrailingZeros64(m) / 8
+			end := start + 8*j + n
+			if end >= len(b) || b[end] != '"' {
+				return 0, -1
+			}
+			if j < len(w) {
+				w[j] = lower(x) & (1<<(8*n) - 1)
+			}
+			if end-start > maxFieldName {
+				return anyValue, end + 1
+			}
+			for _, f := range fieldTable[k][end-start] {
+				if f.key == w {
+					return f.kind, end + 1
+				}
+			}
+			return anyValue, end + 1
+		}
+		if j < len(w) {
+			w[j] = lower(x)
 		}
 	}
 }
 
-func (s *scanner) literal(lit string) bool {
-	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
-		return false
+func skipWS(b []byte, i int) int {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
-	s.i += len(lit)
-	return true
+	return i
+}
+
+func literal(b []byte, i int, lit string) int {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return -1
+	}
+	return i + len(lit)
 }
 
 // value reads any JSON value.
-func (s *scanner) value(depth int) bool {
-	switch s.peek() {
-	case '"':
-		return s.skipString()
-	case '{':
-		return s.object(depth, anyValue)
-	case '[':
-		return s.array(depth, anyValue)
-	case 't':
-		return s.literal("true")
-	case 'f':
-		return s.literal("false")
-	case 'n':
-		return s.literal("null")
+func value(b []byte, i, depth int) int {
+	if i >= len(b) {
+		return -1
 	}
-	return s.number()
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{':
+		return object(b, i, depth, anyValue, nil)
+	case '[':
+		return array(b, i, depth, anyValue)
+	case 't':
+		return literal(b, i, "true")
+	case 'f':
+		return literal(b, i, "false")
+	case 'n':
+		return literal(b, i, "null")
+	}
+	return number(b, i)
 }
 
-// typed reads a value of kind k.
-func (s *scanner) typed(k kind, depth int) bool {
+// typed reads a value of kind k (eventNameKind's strings are object's to read).
+func typed(b []byte, i, depth int, k kind) int {
 	if k == anyValue {
-		return s.value(depth)
+		return value(b, i, depth)
 	}
-	c := s.peek()
+	if i >= len(b) {
+		return -1
+	}
+	c := b[i]
 	if c == 'n' {
-		return s.literal("null")
+		return literal(b, i, "null")
 	}
 	switch k {
 	case stringKind:
-		return c == '"' && s.skipString()
-	case eventNameKind:
-		return c == '"' && s.eventName()
+		if c == '"' {
+			return skipString(b, i)
+		}
 	case boolKind:
-		return s.literal("true") || s.literal("false")
+		if c == 't' {
+			return literal(b, i, "true")
+		}
+		return literal(b, i, "false")
 	case intKind:
-		return s.integer(math.MaxInt, true)
+		return integer(b, i, math.MaxInt, true)
 	case uintKind:
-		return s.integer(math.MaxUint, false)
+		return integer(b, i, math.MaxUint, false)
 	case uint32Kind:
-		return s.integer(math.MaxUint32, false)
+		return integer(b, i, math.MaxUint32, false)
 	case uint64Kind:
-		return s.integer(math.MaxUint64, false)
+		return integer(b, i, math.MaxUint64, false)
 	case quotedIntKind:
-		return s.quotedInt()
+		return quotedInt(b, i)
 	case stringsKind:
-		return c == '[' && s.array(depth, stringKind)
+		if c == '[' {
+			return array(b, i, depth, stringKind)
+		}
 	case uint64sKind:
-		return c == '[' && s.array(depth, uint64Kind)
+		if c == '[' {
+			return array(b, i, depth, uint64Kind)
+		}
 	case argsKind:
-		return c == '[' && s.array(depth, argKind)
+		if c == '[' {
+			return array(b, i, depth, argKind)
+		}
 	case propertiesKind:
-		return c == '{' && s.object(depth, anyValue)
+		if c == '{' {
+			return object(b, i, depth, anyValue, nil)
+		}
+	case fileKind, containerKind, kubernetesKind, contextFlagsKind, metadataKind, argKind:
+		if c == '{' {
+			return object(b, i, depth, k, nil)
+		}
 	}
-	return c == '{' && s.object(depth, k)
+	return -1
 }
 
-// object reads an object at i; k is the struct kind its keys name fields of, or anyValue for any object.
-func (s *scanner) object(depth int, k kind) bool {
+// object reads an object whose keys name fields of struct kind k, or any object for anyValue; name is set to
+// the value of each eventName field (eventKind's objects only).
+func object(b []byte, i, depth int, k kind, name *[]byte) int {
 	if depth++; depth > maxDepth {
-		return false
+		return -1
 	}
-	s.i++ // '{'
-	s.ws()
-	if s.peek() == '}' {
-		s.i++
-		return true
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
 	}
 	for {
-		if s.peek() != '"' {
-			return false
+		if i >= len(b) || b[i] != '"' {
+			return -1
 		}
 		vk := anyValue
 		if k == anyValue {
-			if !s.skipString() {
-				return false
-			}
-		} else if fk, ok := s.fieldKey(k); ok {
-			vk = fk
+			i = skipString(b, i)
 		} else {
-			return false
+			vk, i = fieldKey(b, i, k)
 		}
-		s.ws()
-		if s.peek() != ':' {
-			return false
+		if i < 0 {
+			return -1
 		}
-		s.i++
-		s.ws()
-		if !s.typed(vk, depth) {
-			return false
+		if i = skipWS(b, i); i >= len(b) || b[i] != ':' {
+			return -1
 		}
-		s.ws()
-		switch s.peek() {
+		i = skipWS(b, i+1)
+		if vk == eventNameKind && i < len(b) && b[i] == '"' {
+			i = eventName(b, i, name)
+		} else {
+			i = typed(b, i, depth, vk)
+		}
+		if i < 0 {
+			return -1
+		}
+		if i = skipWS(b, i); i >= len(b) {
+			return -1
+		}
+		switch b[i] {
 		case ',':
-			s.i++
-			s.ws()
+			i = skipWS(b, i+1)
 		case '}':
-			s.i++
-			return true
+			return i + 1
 		default:
-			return false
+			return -1
 		}
 	}
 }
 
-// array reads an array at i whose elements are of kind elem.
-func (s *scanner) array(depth int, elem kind) bool {
+// array reads an array whose elements are of kind elem.
+func array(b []byte, i, depth int, elem kind) int {
 	if depth++; depth > maxDepth {
-		return false
+		return -1
 	}
-	s.i++ // '['
-	s.ws()
-	if s.peek() == ']' {
-		s.i++
-		return true
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1
 	}
 	for {
-		if !s.typed(elem, depth) {
-			return false
+		if i = typed(b, i, depth, elem); i < 0 {
+			return -1
 		}
-		s.ws()
-		switch s.peek() {
+		if i = skipWS(b, i); i >= len(b) {
+			return -1
+		}
+		switch b[i] {
 		case ',':
-			s.i++
-			s.ws()
+			i = skipWS(b, i+1)
 		case ']':
-			s.i++
-			return true
+			return i + 1
 		default:
-			return false
+			return -1
 		}
 	}
 }
 
-// fieldKey reads the key at i of an object of struct kind k and returns the kind of the field it names. ok is
-// false for a key with an escape or a non-ASCII byte, which could unescape or case-fold to a field's name.
-func (s *scanner) fieldKey(k kind) (fk kind, ok bool) {
-	var lower [maxFieldName]byte
-	b := s.b
-	start := s.i + 1
-	for i := start; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case c == '"':
-			s.i = i + 1
-			if n := i - start; n <= len(lower) {
-				return field(k, lower[:n]), true
-			}
-			return anyValue, true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return 0, false
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if n := i - start; n < len(lower) {
-			lower[n] = c
-		}
-	}
-	return 0, false
-}
-
-// eventName reads a string at i as the event's name; ok is false when it has an escape or a non-ASCII byte,
-// whose decoded form could differ from the bytes (invalid UTF-8 becomes U+FFFD).
-func (s *scanner) eventName() bool {
-	b := s.b
-	start := s.i + 1
-	for i := start; i < len(b); i++ {
+// eventName reads a string as the event's name into *name. It is not certain of one with an escape or a
+// non-ASCII byte, whose decoded form could differ from its bytes (invalid UTF-8 becomes U+FFFD).
+func eventName(b []byte, i int, name *[]byte) int {
+	start := i + 1
+	for i = start; i < len(b); i++ {
 		switch c := b[i]; {
 		case c == '"':
-			s.name = b[start:i:i]
-			s.i = i + 1
-			return true
+			*name = b[start:i:i]
+			return i + 1
 		case c == '\\' || c < 0x20 || c >= 0x80:
-			return false
+			return -1
 		}
 	}
-	return false
+	return -1
 }
 
-// integer reads an integer no greater than max in magnitude (max+1 when negative, as Go's integers are), with
-// no sign unless signed: a fraction or an exponent leaves i before it, where the caller fails.
-func (s *scanner) integer(max uint64, signed bool) bool {
-	b, i := s.b, s.i
-	neg := i < len(b) && b[i] == '-'
-	if neg {
+// integer reads an integer no greater than max in magnitude (max+1 when negative: signed is Go's int), with no
+// sign unless signed. A fraction or an exponent is left where it starts, for the caller to fail on.
+func integer(b []byte, i int, max uint64, signed bool) int {
+	if i < len(b) && b[i] == '-' {
 		if !signed {
-			return false
+			return -1
 		}
 		i++
+		max++
 	}
 	start := i
 	var v uint64
 	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
 		d := uint64(b[i] - '0')
 		if v > math.MaxUint64/10 || v == math.MaxUint64/10 && d > math.MaxUint64%10 {
-			return false
+			return -1
 		}
 		v = v*10 + d
 	}
-	if i == start || b[start] == '0' && i-start > 1 { // no digits, or a leading zero
-		return false
+	if i == start || b[start] == '0' && i-start > 1 || v > max { // no digits, a leading zero, out of range
+		return -1
 	}
-	if neg && max < math.MaxUint64 {
-		max++
-	}
-	s.i = i
-	return v <= max
+	return i
 }
 
 // quotedInt reads an int field with the ",string" option: a string holding just an integer, as Tracee writes
 // eventId. Other strings Decode may accept ("0732", "null") are left to it.
-func (s *scanner) quotedInt() bool {
-	if s.peek() != '"' {
-		return false
+func quotedInt(b []byte, i int) int {
+	if b[i] != '"' {
+		return -1
 	}
-	s.i++
-	if !s.integer(math.MaxInt, true) || s.peek() != '"' {
-		return false
+	if i = integer(b, i+1, math.MaxInt, true); i < 0 || i >= len(b) || b[i] != '"' {
+		return -1
 	}
-	s.i++
-	return true
+	return i + 1
 }
 
 // number reads a JSON number.
-func (s *scanner) number() bool {
-	b, i := s.b, s.i
+func number(b []byte, i int) int {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
@@ -406,11 +405,11 @@ func (s *scanner) number() bool {
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		i = digits(b, i)
 	default:
-		return false
+		return -1
 	}
 	if i < len(b) && b[i] == '.' {
 		if i++; i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return false
+			return -1
 		}
 		i = digits(b, i)
 	}
@@ -419,12 +418,11 @@ func (s *scanner) number() bool {
 			i++
 		}
 		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return false
+			return -1
 		}
 		i = digits(b, i)
 	}
-	s.i = i
-	return true
+	return i
 }
 
 // digits returns the index of the first non-digit at or after i.
@@ -435,25 +433,10 @@ func digits(b []byte, i int) int {
 	return i
 }
 
-// Eight bytes at a time: most of a Tracee line is inside strings (paths, IDs, digests).
-const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-)
-
-// stops has the high bit set in each byte of x that is a quote, a backslash or a control character, and
-// maybe in bytes above the first such one (a subtraction's borrow), never below: the lowest is exact.
-func stops(x uint64) uint64 {
-	q := x ^ (ones * '"')
-	bs := x ^ (ones * '\\')
-	return ((q-ones)&^q | (bs-ones)&^bs | (x-ones*0x20)&^x) & highs
-}
-
-// skipString reads a string at i. Like encoding/json it accepts any bytes but quotes, backslashes and
-// control characters between escapes, invalid UTF-8 included.
-func (s *scanner) skipString() bool {
-	b := s.b
-	i := s.i + 1
+// skipString reads a string. Like encoding/json it accepts any bytes but quotes, backslashes and control
+// characters between escapes, invalid UTF-8 included.
+func skipString(b []byte, i int) int {
+	i++
 	for {
 		for i+8 <= len(b) {
 			if m := stops(binary.LittleEndian.Uint64(b[i:])); m != 0 {
@@ -463,18 +446,17 @@ func (s *scanner) skipString() bool {
 			i += 8
 		}
 		if i >= len(b) {
-			return false
+			return -1
 		}
 		switch c := b[i]; {
 		case c == '"':
-			s.i = i + 1
-			return true
+			return i + 1
 		case c == '\\':
 			if i = escape(b, i); i < 0 {
-				return false
+				return -1
 			}
 		case c < 0x20:
-			return false
+			return -1
 		default:
 			i++
 		}

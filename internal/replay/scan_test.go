@@ -157,6 +157,7 @@ func TestFieldKinds(t *testing.T) {
 	}
 	for st, sk := range structs {
 		folded := map[string]bool{}
+		typed := 0 // fields of a kind other than anyValue, which fieldKinds must list and only they
 		for _, f := range jsonFields(st) {
 			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 			if name == "" {
@@ -175,6 +176,9 @@ func TestFieldKinds(t *testing.T) {
 				t.Errorf("%s.%s: no scanner kind for %v", st.Name(), f.Name, f.Type)
 				continue
 			}
+			if want != anyValue {
+				typed++
+			}
 			lower := strings.ToLower(name)
 			if folded[lower] {
 				t.Errorf("%s: two fields fold to %q: encoding/json would pick by field order", st.Name(), lower)
@@ -183,9 +187,14 @@ func TestFieldKinds(t *testing.T) {
 			if len(lower) > maxFieldName {
 				t.Errorf("%s.%s: name %q is longer than maxFieldName", st.Name(), f.Name, name)
 			}
-			if got := field(sk, []byte(lower)); got != want {
-				t.Errorf("%s.%s (%q): kind %d, want %d", st.Name(), f.Name, name, got, want)
+			for _, key := range []string{name, lower, strings.ToUpper(name)} {
+				if got, end := fieldKey([]byte(`"`+key+`"`), 0, sk); got != want || end != len(key)+2 {
+					t.Errorf("%s.%s: key %q: kind %d, end %d; want %d, %d", st.Name(), f.Name, key, got, end, want, len(key)+2)
+				}
 			}
+		}
+		if typed != len(fieldKinds[sk]) {
+			t.Errorf("%s has %d typed fields, fieldKinds lists %d", st.Name(), typed, len(fieldKinds[sk]))
 		}
 	}
 }
