@@ -95,6 +95,8 @@ func FuzzFastPath(f *testing.F) {
 	for line := range bytes.Lines(traceeStream(f, 64<<10)) {
 		add(line)
 	}
+	// Escapes everywhere, for the fuzzer to turn into bad ones.
+	add([]byte(`{"eventName":"openat","processName":"a\"b\\c\/d\b\f\n\r\t\u00e9","args":[{"name":"p","value":"\ud83d\ude00"}],"x\u0041":1}`))
 	for _, c := range scanCases {
 		if len(c.line) < 1000 { // not the deep nests: the fuzzer would spend its time copying them
 			add([]byte(c.line))

@@ -24,7 +24,7 @@ const MaxLineBytes = 1 << 20
 // Stats counts what a replay read and wrote.
 type Stats struct {
 	Lines    int // lines read, blank ones included
-	Events   int // lines decoded into events
+	Events   int // lines that are events (decoded, or certain to decode: see Run)
 	Findings int // findings written to out
 	Failed   int // lines that were not Tracee events, too long ones included
 }

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -212,4 +213,47 @@ func jsonFields(t reflect.Type) []reflect.StructField {
 		}
 	}
 	return out
+}
+
+// TestScanEventShortValues puts every string of up to four bytes from an alphabet of JSON's punctuation and
+// look-alikes into a few places of a line: the scanner must be certain only of lines Decode accepts, with the
+// name Decode finds, and where the value may be anything it must agree with encoding/json on which are JSON.
+// Fuzzing finds such strings only by chance.
+func TestScanEventShortValues(t *testing.T) {
+	const alphabet = "{}[]:,\"\\ 01-+.eEtnua/\v\x01\xc3"
+	places := []struct{ before, after string }{
+		{`{"a":`, `}`}, // any value: exact
+		{`{"processId":`, `}`},
+		{`{"eventName":`, `}`},
+		{`{"eventId":`, `}`},
+		{`{"args":[`, `]}`},
+		{`{"x":1,`, `:2}`}, // a key
+		{``, ``},
+	}
+	var value []byte
+	var try func(n int)
+	try = func(n int) {
+		for _, p := range places {
+			line := []byte(p.before + string(value) + p.after)
+			name, ok := scanEvent(line)
+			if p.before == `{"a":` && ok != json.Valid(line) {
+				t.Errorf("%q: scanEvent certain %v, encoding/json.Valid %v", line, ok, json.Valid(line))
+			}
+			if !ok {
+				continue
+			}
+			if ev, err := event.Decode(line); err != nil || ev.EventName != string(name) {
+				t.Errorf("%q: scanEvent is certain, with the name %q; Decode: %q, %v", line, name, ev.EventName, err)
+			}
+		}
+		if n == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			value = append(value, alphabet[i])
+			try(n - 1)
+			value = value[:len(value)-1]
+		}
+	}
+	try(4)
 }
