@@ -19,39 +19,57 @@ import (
 const costBenchmarks = "^Benchmark(Unrelated|Mixed)"
 
 // TestKernelMatrixBench runs the cost benchmarks of internal/sensor in the VM, once per kernel and backend that
-// runs the suite (with -vmbench; scripts/bench.sh --vm prints the table). The guest clock counts instructions
-// (vm.Config.Icount), so the host's load does not move the figures, and each timed loop runs in a process of its
-// own. What still runs in the guest kernel moves the percentages by a few points from run to run: too much yet
-// for a budget that CI could enforce.
+// runs there (with -vmbench; scripts/bench.sh --vm), then prints their table: the medians of 3 runs. The guest
+// clock counts instructions (vm.Config.Icount), so the host's load does not move the figures: they repeat within
+// 0.5 % from run to run, so the matrix also checks a budget of them (costBudgetFile).
 func TestKernelMatrixBench(t *testing.T) {
 	if !*benchInVM {
 		t.Skip("a benchmark runner, not a test: run with -vmbench")
 	}
 	testutil.RequirePrivileged(t)
 	dir := t.TempDir()
+	var table []string
 	for _, k := range kernels {
 		for _, b := range backends {
 			if _, refused := refusals[k.Name+"/"+b]; refused {
 				continue
 			}
-			lines, err := costBench(t, dir, k, b, "5x", 3)
-			if err != nil {
-				t.Errorf("%s/%s: %v", k.Name, b, err)
-				continue
-			}
-			for _, line := range lines {
-				fmt.Println(labelBenchmark(line, k.Name, b))
-			}
+			// A subtest per cell, so that -run picks cells (TestKernelMatrixBench/debian-6.1/lsm).
+			t.Run(k.Name+"/"+b, func(t *testing.T) {
+				lines, err := costBench(t, dir, k, b, costBenchmarks, "5x", 3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, line := range lines {
+					fmt.Println(labelBenchmark(line, k.Name, b))
+				}
+				figs, err := costFigures(lines)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, op := range []string{"open", "write", "read", "exec", "tree"} {
+					if f, ok := figs[op]; ok {
+						table = append(table, fmt.Sprintf("| %s | %s | %s | %.0f | %+.2f %% | %+.2f %% | %+.2f %% |",
+							k.Name, b, op, f.detached, 100*(f.noop/f.detached-1), f.filter, f.total))
+					}
+				}
+			})
 		}
+	}
+	fmt.Println("| kernel | backend | operation | instructions, no program | floor: an empty program | escapewatch above the floor | escapewatch in all |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, row := range table {
+		fmt.Println(row)
 	}
 }
 
 // benchBuild serializes the builds of the benchmark binary (one per architecture, in the caller's directory).
 var benchBuild sync.Mutex
 
-// costBench runs the cost benchmarks in a guest of kernel k with backend forced, the guest clock counting
-// instructions, and returns the result lines. The benchmark binary is built into dir once per architecture.
-func costBench(t *testing.T, dir string, k vm.Kernel, backend, benchtime string, count int) ([]string, error) {
+// costBench runs the cost benchmarks matching pattern in a guest of kernel k with backend forced, the guest clock
+// counting instructions, and returns the result lines. The benchmark binary is built into dir once per
+// architecture.
+func costBench(t *testing.T, dir string, k vm.Kernel, backend, pattern, benchtime string, count int) ([]string, error) {
 	cache, err := vm.DefaultCacheDir()
 	if err != nil {
 		return nil, err
@@ -77,7 +95,7 @@ func costBench(t *testing.T, dir string, k vm.Kernel, backend, benchtime string,
 		Cmdline: cmdline,
 		Icount:  true,
 		Files:   files,
-		Argv: []string{"/ew/sensor.test", "-test.run", "^$", "-test.bench", costBenchmarks, "-test.benchtime", benchtime,
+		Argv: []string{"/ew/sensor.test", "-test.run", "^$", "-test.bench", pattern, "-test.benchtime", benchtime,
 			"-test.count", strconv.Itoa(count)},
 		Env: []string{testutil.RequirePrivilegedEnv + "=1", "ESCAPEWATCH_BACKEND=" + backend,
 			"ESCAPEWATCH_BENCH_EXEC=/bin/busybox true"},

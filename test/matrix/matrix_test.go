@@ -175,6 +175,45 @@ func TestPrivilegedKernelMatrix(t *testing.T) {
 			})
 		}
 	}
+	costCells(t)
+}
+
+// costCells measure what escapewatch adds to unrelated work in the kernels and backends of the cost budget
+// (costBudgetFile), as cells of the matrix: the guest clock counts instructions, so the figures repeat from run to
+// run and CI checks them like a test. A figure over its budget fails the cell, with both side by side.
+func costCells(t *testing.T) {
+	limits, err := loadCostBudget(costBudgetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, cell := range budgetCells(limits) {
+		kernel, backend := cell[0], cell[1]
+		i := slices.IndexFunc(kernels, func(k vm.Kernel) bool { return k.Name == kernel })
+		if i < 0 {
+			t.Errorf("%s names kernel %s, which the matrix does not have", costBudgetFile, kernel)
+			continue
+		}
+		t.Run("cost/"+kernel+"/"+backend, func(t *testing.T) {
+			t.Parallel()
+			lines, err := costBench(t, dir, kernels[i], backend, benchPattern(limits, kernel, backend), "3x", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			figs, err := costFigures(lines)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range sortedKeys(figs) {
+				f := figs[op]
+				t.Logf("%s/%s %-5s: %.0f instructions with no program, %.0f with an empty one, %.0f with escapewatch: %+.2f %% above the floor, %+.2f %% in all",
+					kernel, backend, op, f.detached, f.noop, f.attached, f.filter, f.total)
+			}
+			for _, over := range overBudget(limits, kernel, backend, figs) {
+				t.Errorf("%s/%s over the cost budget: %s", kernel, backend, over)
+			}
+		})
+	}
 }
 
 // checkRefusal boots image (of architecture arch) and starts the sensor with backend b, then (withAuto) with auto:
