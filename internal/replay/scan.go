@@ -300,16 +300,9 @@ func object(b []byte, i, depth int, k kind, name *[]byte) int {
 		if i < 0 {
 			return -1
 		}
-		if i = skipWS(b, i); i >= len(b) {
-			return -1
-		}
-		switch b[i] {
-		case ',':
-			i = skipWS(b, i+1)
-		case '}':
-			return i + 1
-		default:
-			return -1
+		var done bool
+		if i, done = separator(b, i, '}'); i < 0 || done {
+			return i
 		}
 	}
 }
@@ -327,18 +320,26 @@ func array(b []byte, i, depth int, elem kind) int {
 		if i = typed(b, i, depth, elem); i < 0 {
 			return -1
 		}
-		if i = skipWS(b, i); i >= len(b) {
-			return -1
-		}
-		switch b[i] {
-		case ',':
-			i = skipWS(b, i+1)
-		case ']':
-			return i + 1
-		default:
-			return -1
+		var done bool
+		if i, done = separator(b, i, ']'); i < 0 || done {
+			return i
 		}
 	}
+}
+
+// separator reads what follows an object's member or an array's element: a comma (more follow: next is past it
+// and its spaces) or closer (done: next is past it); next is -1 for anything else.
+func separator(b []byte, i int, closer byte) (next int, done bool) {
+	if i = skipWS(b, i); i >= len(b) {
+		return -1, false
+	}
+	switch b[i] {
+	case ',':
+		return skipWS(b, i+1), false
+	case closer:
+		return i + 1, true
+	}
+	return -1, false
 }
 
 // eventName reads a string as the event's name into *name. It is not certain of one with an escape or a
