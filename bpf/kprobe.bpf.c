@@ -5,7 +5,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Attached under --enforce or --any-fs only; otherwise ew_kprobe_cgroup_file_open sees the opens. */
+/* Attached with --any-fs only (kprobes cannot refuse: --enforce kills from ew_kprobe_cgroup_file_open). */
 SEC("kprobe/security_file_open")
 int BPF_KPROBE(ew_kprobe_file_open, struct file *file)
 {
