@@ -29,3 +29,17 @@ int BPF_KPROBE(ew_noop_kprobe_file_open, struct file *file)
 {
 	return 0;
 }
+
+/* Under --enforce: the refusing hooks every read and write passes (lsm/file_permission reads ret, the third
+ * argument; the fmod_ret program reads none, so it attaches to security_file_open as well). */
+SEC("lsm/file_permission")
+int BPF_PROG(ew_noop_lsm_file_permission, struct file *file, int mask, int ret)
+{
+	return ret;
+}
+
+SEC("fmod_ret/security_file_permission")
+int BPF_PROG(ew_noop_fmodret, struct file *file, int mask, int ret)
+{
+	return 0;
+}

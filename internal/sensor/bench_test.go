@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -252,22 +253,33 @@ func serveLoops(spec string, in io.Reader, out io.Writer) error {
 // (TestMain) that runs nothing else meanwhile: not the sensor's goroutines, not the garbage collector.
 // Reported per operation: ns in each state; mechanism-% (noop vs detached), filter-% (attached vs noop:
 // escapewatch's own code) and overhead-% (attached vs detached: what a user pays).
-func BenchmarkUnrelatedOpenClose(b *testing.B) { benchmarkOverhead(b, "open", opensPerRound) }
+func BenchmarkUnrelatedOpenClose(b *testing.B) { benchmarkOverhead(b, "open", opensPerRound, false) }
 
 // BenchmarkUnrelatedWrite is the same for a one-byte pwrite() to an unrelated file.
-func BenchmarkUnrelatedWrite(b *testing.B) { benchmarkOverhead(b, "write", writesPerRound) }
+func BenchmarkUnrelatedWrite(b *testing.B) { benchmarkOverhead(b, "write", writesPerRound, false) }
 
 // BenchmarkUnrelatedRead is the same for a one-byte pread() of an unrelated file.
-func BenchmarkUnrelatedRead(b *testing.B) { benchmarkOverhead(b, "read", readsPerRound) }
+func BenchmarkUnrelatedRead(b *testing.B) { benchmarkOverhead(b, "read", readsPerRound, false) }
 
 // BenchmarkUnrelatedExec is the same for a fork and exec of a small program and its wait.
-func BenchmarkUnrelatedExec(b *testing.B) { benchmarkOverhead(b, "exec", execsPerRound) }
+func BenchmarkUnrelatedExec(b *testing.B) { benchmarkOverhead(b, "exec", execsPerRound, false) }
 
 // BenchmarkMixed is the same for a small file workload (the "tree" loop).
-func BenchmarkMixed(b *testing.B) { benchmarkOverhead(b, "tree", treesPerRound) }
+func BenchmarkMixed(b *testing.B) { benchmarkOverhead(b, "tree", treesPerRound, false) }
 
-func benchmarkOverhead(b *testing.B, unit string, opsPerRound int) {
-	s := openForBench(b)
+// BenchmarkEnforcedOpenClose is BenchmarkUnrelatedOpenClose under --enforce, where the backends that can refuse
+// (lsm, fentry) see every open of the machine at security_file_open, and every read and write at
+// security_file_permission.
+func BenchmarkEnforcedOpenClose(b *testing.B) { benchmarkOverhead(b, "open", opensPerRound, true) }
+
+// BenchmarkEnforcedMixed is BenchmarkMixed under --enforce.
+func BenchmarkEnforcedMixed(b *testing.B) { benchmarkOverhead(b, "tree", treesPerRound, true) }
+
+// benchmarkOverhead times opsPerRound operations of the loop called unit with no program, with the floor's empty
+// programs and with the sensor (with enforce, Config.Enforce); reported per operation, as "-ns/unit" (with
+// enforce, "-ns/enforced-unit").
+func benchmarkOverhead(b *testing.B, unit string, opsPerRound int, enforce bool) {
+	s := openForBench(b, enforce)
 	// As on any host that runs containers, a cgroup file is written while the sensor runs: the tracepoint backend
 	// learns kernfs files' operations from it (bpf/tracepoint.h), and its writes take the short test from then on.
 	h := testutil.MountHierarchy(b)
@@ -336,6 +348,9 @@ func benchmarkOverhead(b *testing.B, unit string, opsPerRound int) {
 	}
 	b.StopTimer()
 	ops := float64(b.N * opsPerRound)
+	if enforce {
+		unit = "enforced-" + unit
+	}
 	detached, noopT, attached := float64(spent[0]), float64(spent[1]), float64(spent[2])
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(detached/ops, "detached-ns/"+unit)
@@ -351,7 +366,7 @@ func benchmarkOverhead(b *testing.B, unit string, opsPerRound int) {
 // origin, rule, encoding. Reported: p50 and p99 over b.N writes.
 func BenchmarkWriteToFinding(b *testing.B) {
 	h := testutil.MountHierarchy(b)
-	s := openForBench(b)
+	s := openForBench(b, false)
 	eng, err := rule.NewEngine(rule.Default(), rule.ScopeAll)
 	if err != nil {
 		b.Fatal(err)
@@ -398,9 +413,10 @@ func BenchmarkWriteToFinding(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
-// noopFor loads an empty program for the hook through which the backend sees opens in this configuration
-// (security_file_open, cgroup_file_open, or sys_exit for tracepoint) and returns how to attach it.
-func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
+// noopFor loads empty programs for the hooks through which the backend sees unrelated opens, reads and writes
+// in this configuration (security_file_open or cgroup_file_open, security_file_permission under --enforce, or
+// sys_exit for tracepoint) and returns how to attach them.
+func noopFor(b *testing.B, s *Sensor) func() (io.Closer, error) {
 	spec, err := loadNoop()
 	if err != nil {
 		b.Fatal(err)
@@ -409,39 +425,74 @@ func noopFor(b *testing.B, s *Sensor) func() (link.Link, error) {
 	if err := spec.Assign(&noop); err != nil {
 		b.Fatal(err)
 	}
-	i := slices.IndexFunc(s.hooks(), func(h hook) bool {
-		return strings.HasSuffix(h.point, "file_open") || h.point == "tp_btf/sys_exit"
-	})
-	if i < 0 {
+	type attachment struct {
+		h    hook
+		prog *ebpf.Program
+	}
+	var floor []attachment
+	for _, h := range s.hooks() {
+		if !strings.HasSuffix(h.point, "file_open") && !strings.HasSuffix(h.point, "file_permission") &&
+			h.point != "tp_btf/sys_exit" {
+			continue
+		}
+		kind, fn, _ := strings.Cut(h.point, "/")
+		var progSpec *ebpf.ProgramSpec
+		switch {
+		case h.point == "lsm/file_open":
+			progSpec = noop.EwNoopLsmFileOpen
+		case h.point == "lsm/file_permission":
+			progSpec = noop.EwNoopLsmFilePermission
+		case kind == "fentry":
+			progSpec = noop.EwNoopFentryFileOpen.Copy()
+			progSpec.AttachTo = fn // the empty program reads no argument: any function will do
+		case kind == "fmod_ret":
+			progSpec = noop.EwNoopFmodret.Copy()
+			progSpec.AttachTo = fn // the same
+		case kind == "kprobe":
+			progSpec = noop.EwNoopKprobeFileOpen // the hook's attach names the symbol
+		case kind == "tp_btf":
+			progSpec = noop.EwNoopSysExit
+		default:
+			b.Fatalf("no empty program for %s", h.point)
+		}
+		prog, err := ebpf.NewProgram(progSpec)
+		if err != nil {
+			b.Fatalf("an empty program for %s: %v", h.point, err)
+		}
+		b.Cleanup(func() { prog.Close() })
+		floor = append(floor, attachment{h, prog})
+	}
+	if len(floor) == 0 {
 		b.Fatalf("%s: no hook sees opens in %v", s.backend.name, s.Programs())
 	}
-	h := s.hooks()[i]
-	kind, fn, _ := strings.Cut(h.point, "/")
-	var progSpec *ebpf.ProgramSpec
-	switch kind {
-	case "lsm":
-		progSpec = noop.EwNoopLsmFileOpen
-	case "fentry":
-		progSpec = noop.EwNoopFentryFileOpen.Copy()
-		progSpec.AttachTo = fn // the empty program reads no argument: any function will do
-	case "kprobe":
-		progSpec = noop.EwNoopKprobeFileOpen // the hook's attach names the symbol
-	case "tp_btf":
-		progSpec = noop.EwNoopSysExit
-	default:
-		b.Fatalf("no empty program for %s", h.point)
+	return func() (io.Closer, error) {
+		var links links
+		for _, a := range floor {
+			l, err := a.h.attach(a.prog)
+			if err != nil {
+				links.Close()
+				return nil, err
+			}
+			links = append(links, l)
+		}
+		return links, nil
 	}
-	prog, err := ebpf.NewProgram(progSpec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { prog.Close() })
-	return func() (link.Link, error) { return h.attach(prog) }
 }
 
-func openForBench(b *testing.B) *Sensor {
+// links closes every link it holds.
+type links []link.Link
+
+func (ls links) Close() error {
+	var errs []error
+	for _, l := range ls {
+		errs = append(errs, l.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func openForBench(b *testing.B, enforce bool) *Sensor {
 	testutil.RequirePrivileged(b)
-	s := openTestSensor(b)
+	s := openSensorWith(b, os.Getenv("ESCAPEWATCH_BACKEND"), func(cfg *Config) { cfg.Enforce = enforce })
 	b.Cleanup(func() { s.Close() })
 	return s
 }

@@ -16,10 +16,12 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	noopProgEwNoopFentryFileOpen = "ew_noop_fentry_file_open"
-	noopProgEwNoopKprobeFileOpen = "ew_noop_kprobe_file_open"
-	noopProgEwNoopLsmFileOpen    = "ew_noop_lsm_file_open"
-	noopProgEwNoopSysExit        = "ew_noop_sys_exit"
+	noopProgEwNoopFentryFileOpen    = "ew_noop_fentry_file_open"
+	noopProgEwNoopFmodret           = "ew_noop_fmodret"
+	noopProgEwNoopKprobeFileOpen    = "ew_noop_kprobe_file_open"
+	noopProgEwNoopLsmFileOpen       = "ew_noop_lsm_file_open"
+	noopProgEwNoopLsmFilePermission = "ew_noop_lsm_file_permission"
+	noopProgEwNoopSysExit           = "ew_noop_sys_exit"
 )
 
 // loadNoop returns the embedded CollectionSpec for noop.
@@ -64,10 +66,12 @@ type noopSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type noopProgramSpecs struct {
-	EwNoopFentryFileOpen *ebpf.ProgramSpec `ebpf:"ew_noop_fentry_file_open"`
-	EwNoopKprobeFileOpen *ebpf.ProgramSpec `ebpf:"ew_noop_kprobe_file_open"`
-	EwNoopLsmFileOpen    *ebpf.ProgramSpec `ebpf:"ew_noop_lsm_file_open"`
-	EwNoopSysExit        *ebpf.ProgramSpec `ebpf:"ew_noop_sys_exit"`
+	EwNoopFentryFileOpen    *ebpf.ProgramSpec `ebpf:"ew_noop_fentry_file_open"`
+	EwNoopFmodret           *ebpf.ProgramSpec `ebpf:"ew_noop_fmodret"`
+	EwNoopKprobeFileOpen    *ebpf.ProgramSpec `ebpf:"ew_noop_kprobe_file_open"`
+	EwNoopLsmFileOpen       *ebpf.ProgramSpec `ebpf:"ew_noop_lsm_file_open"`
+	EwNoopLsmFilePermission *ebpf.ProgramSpec `ebpf:"ew_noop_lsm_file_permission"`
+	EwNoopSysExit           *ebpf.ProgramSpec `ebpf:"ew_noop_sys_exit"`
 }
 
 // noopMapSpecs contains maps before they are loaded into the kernel.
@@ -118,17 +122,21 @@ type noopVariables struct {
 //
 // It can be passed to loadNoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type noopPrograms struct {
-	EwNoopFentryFileOpen *ebpf.Program `ebpf:"ew_noop_fentry_file_open"`
-	EwNoopKprobeFileOpen *ebpf.Program `ebpf:"ew_noop_kprobe_file_open"`
-	EwNoopLsmFileOpen    *ebpf.Program `ebpf:"ew_noop_lsm_file_open"`
-	EwNoopSysExit        *ebpf.Program `ebpf:"ew_noop_sys_exit"`
+	EwNoopFentryFileOpen    *ebpf.Program `ebpf:"ew_noop_fentry_file_open"`
+	EwNoopFmodret           *ebpf.Program `ebpf:"ew_noop_fmodret"`
+	EwNoopKprobeFileOpen    *ebpf.Program `ebpf:"ew_noop_kprobe_file_open"`
+	EwNoopLsmFileOpen       *ebpf.Program `ebpf:"ew_noop_lsm_file_open"`
+	EwNoopLsmFilePermission *ebpf.Program `ebpf:"ew_noop_lsm_file_permission"`
+	EwNoopSysExit           *ebpf.Program `ebpf:"ew_noop_sys_exit"`
 }
 
 func (p *noopPrograms) Close() error {
 	return _NoopClose(
 		p.EwNoopFentryFileOpen,
+		p.EwNoopFmodret,
 		p.EwNoopKprobeFileOpen,
 		p.EwNoopLsmFileOpen,
+		p.EwNoopLsmFilePermission,
 		p.EwNoopSysExit,
 	)
 }

@@ -268,11 +268,19 @@ func openTestSensor(tb testing.TB) *Sensor {
 // openSensorOn is openTestSensor on backend.
 func openSensorOn(tb testing.TB, backend string) *Sensor {
 	tb.Helper()
+	return openSensorWith(tb, backend, func(*Config) {})
+}
+
+// openSensorWith is openSensorOn with the configuration changed by set.
+func openSensorWith(tb testing.TB, backend string, set func(*Config)) *Sensor {
+	tb.Helper()
 	classifier, err := enrich.NewClassifier("/proc")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := Open(Config{Backend: backend, Classifier: classifier, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{Backend: backend, Classifier: classifier, Logger: slog.New(slog.DiscardHandler)}
+	set(&cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 )
 
 // costBenchmarks are the benchmarks of internal/sensor that measure what the sensor adds to unrelated work.
-const costBenchmarks = "^Benchmark(Unrelated|Mixed)"
+const costBenchmarks = "^Benchmark(Unrelated|Mixed|Enforced)"
+
+var benchRun = flag.String("vmbench.run", costBenchmarks, "the cost benchmarks TestKernelMatrixBench runs (a -test.bench pattern)")
 
 // TestKernelMatrixBench runs the cost benchmarks of internal/sensor in the VM, once per kernel and backend that
 // runs there (with -vmbench; scripts/bench.sh --vm), then prints their table: the medians of 3 runs. The guest
@@ -36,7 +39,7 @@ func TestKernelMatrixBench(t *testing.T) {
 			}
 			// A subtest per cell, so that -run picks cells (TestKernelMatrixBench/debian-6.1/lsm).
 			t.Run(k.Name+"/"+b, func(t *testing.T) {
-				lines, err := costBench(t, dir, k, b, costBenchmarks, "5x", 3)
+				lines, err := costBench(t, dir, k, b, *benchRun, "5x", 3)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -47,7 +50,7 @@ func TestKernelMatrixBench(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, op := range []string{"open", "write", "read", "exec", "tree"} {
+				for _, op := range []string{"open", "write", "read", "exec", "tree", "enforced-open", "enforced-tree"} {
 					if f, ok := figs[op]; ok {
 						table = append(table, fmt.Sprintf("| %s | %s | %s | %.0f | %+.2f %% | %+.2f %% | %+.2f %% |",
 							k.Name, b, op, f.detached, 100*(f.noop/f.detached-1), f.filter, f.total))
