@@ -12,7 +12,8 @@ char LICENSE[] SEC("license") = "GPL";
 SEC("fentry/security_file_open")
 int BPF_PROG(ew_fentry_file_open, struct file *file)
 {
-	ew_hook_file_open(file, 0);
+	if (ew_btf_open_may_matter(file))
+		ew_hook_file_open(file, 0);
 	return 0;
 }
 
@@ -34,7 +35,7 @@ int BPF_PROG(ew_fentry_inode_rename, struct inode *old_dir, struct dentry *old_d
 SEC("fmod_ret/security_file_open")
 int BPF_PROG(ew_fmodret_file_open, struct file *file, int ret)
 {
-	if (ret)
+	if (ret || !ew_btf_open_may_matter(file))
 		return ret;
 	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
 }

@@ -21,6 +21,17 @@ static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
 	return ew_open_finish(r, file, can_deny);
 }
 
+/* ew_btf_open_may_matter is the first test of the programs on security_file_open that have the file as a BTF
+ * pointer (lsm, fentry: attached under --enforce or --any-fs, where every open of the machine enters them): direct
+ * loads, no helper call, until the open is one for writing of a file on a cgroup v1 file system (of any file
+ * system, with any_fs). ew_open_begin then decides with the dentry. */
+static __always_inline int ew_btf_open_may_matter(struct file *file)
+{
+	if (!(file->f_mode & EW_FMODE_WRITE))
+		return 0;
+	return any_fs || file->f_path.dentry->d_sb->s_magic == CGROUP_SUPER_MAGIC;
+}
+
 /* ew_hook_cgroup_file_open is cgroup_file_open(of), the open of cgroup files' file operations: the kernel calls
  * it for them alone, after security_file_open let the open through. Unless something must see every open (a
  * refusal under --enforce, or --any-fs), it takes the place of the security_file_open hook, so that the opens of
@@ -87,13 +98,13 @@ static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s
  * lsm backend, fmod_ret/ by the fentry backend): a write to the real release_agent through a descriptor the
  * writer did not open under the sensor's eye (opened before it started, or passed by another process) is refused
  * here, before the handler runs. Returns -EPERM to refuse. Every read and write of the machine passes here, so
- * the superblock is checked first. */
+ * the mask and the superblock are checked first. */
 static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 {
 	if (!(mask & EW_MAY_WRITE))
 		return 0;
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	if (BPF_CORE_READ(dentry, d_sb, s_magic) != CGROUP_SUPER_MAGIC)
+	struct dentry *dentry = file->f_path.dentry; /* a BTF pointer: direct loads, no helper call */
+	if (dentry->d_sb->s_magic != CGROUP_SUPER_MAGIC)
 		return 0;
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))

@@ -12,6 +12,8 @@ int BPF_PROG(ew_lsm_file_open, struct file *file, int ret)
 {
 	if (ret)
 		return ret; /* an earlier LSM refused it already */
+	if (!ew_btf_open_may_matter(file))
+		return 0;
 	return ew_hook_file_open(file, 1) == EW_ACTION_DENIED ? -EW_EPERM : 0;
 }
 
