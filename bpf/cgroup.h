@@ -55,6 +55,7 @@ static long ew_cgroup_step(__u64 i, void *data)
 	w->kn = parent;
 	return 0;
 }
+EW_LOOP_STEP(ew_cgroup_step)
 
 /* ew_task_cgroup returns the cgroup that says where the task lives: the unified (v2) cgroup when the task is
  * below its root, otherwise the first cgroup v1 controller hierarchy that places it below the root (hybrid and
@@ -90,7 +91,7 @@ static __always_inline int ew_cgroup_path_of(struct cgroup *cgrp, char *dst)
 		return 0;
 	struct ew_cgroup_walk w = {.kn = BPF_CORE_READ(cgrp, kn), .pos = EW_CGROUP_PATH_MAX - 1};
 	buf->data[EW_CGROUP_PATH_MAX - 1] = 0;
-	bpf_loop(EW_CGROUP_LEVELS, ew_cgroup_step, &w, 0);
+	EW_LOOP(EW_CGROUP_LEVELS, ew_cgroup_step, &w);
 	ew_path_copy(dst, w.pos, EW_CGROUP_PATH_MAX);
 	return w.complete;
 }

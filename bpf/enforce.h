@@ -6,6 +6,7 @@
 #include "config.h"
 #include "maps.h"
 #include "task.h"
+#include "legacy.h"
 
 #define EW_SIGKILL 9
 
@@ -46,19 +47,33 @@ static long ew_allow_step(__u64 i, void *data)
 	__u32 len = a->len;
 	if (len == 0 || len >= EW_ALLOW_LEN)
 		return 0;
+#ifdef EW_LEGACY
+	/* A global function's state comes through map memory, where a pointer does not stay one: the cgroup path
+	 * is the record's (every caller's). */
+	__u32 zero = 0;
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return 1;
+	const char *cgroup_path = r->cgroup_path;
+	if (!ew_words_equal(cgroup_path, a->prefix, len, EW_ALLOW_LEN / 8))
+		return 0;
+#else
+	const char *cgroup_path = scan->cgroup_path;
 	for (int j = 0; j < EW_ALLOW_LEN; j++) {
 		if ((__u32)j >= len)
 			break;
-		if (scan->cgroup_path[j] != a->prefix[j])
+		if (cgroup_path[j] != a->prefix[j])
 			return 0;
 	}
-	char next = scan->cgroup_path[len & (EW_ALLOW_LEN - 1)];
+#endif
+	char next = cgroup_path[len & (EW_ALLOW_LEN - 1)];
 	if (next == '/' || next == 0) {
 		scan->found = 1;
 		return 1;
 	}
 	return 0;
 }
+EW_LOOP_STEP(ew_allow_step)
 
 /* ew_kill_current sends SIGKILL to the current process: delivered before it returns to user space (from a
  * tracepoint, through an irq_work that runs as soon as interrupts are on). The kernel can refuse (its per-CPU
@@ -80,7 +95,7 @@ static __always_inline __u32 ew_trust_of(struct task_struct *task, const char *c
 		return EW_TRUST_HOST;
 	if (enforce_allow_count && cgroup_whole) {
 		struct ew_allow_scan scan = {.cgroup_path = cgroup_path};
-		bpf_loop(EW_ALLOW_MAX, ew_allow_step, &scan, 0);
+		EW_LOOP(EW_ALLOW_MAX, ew_allow_step, &scan);
 		if (scan.found)
 			return EW_TRUST_HOST;
 	}

@@ -5,6 +5,8 @@
 
 #include "kernel.h"
 #include "record.h"
+#include "maps.h"
+#include "legacy.h"
 
 #define EW_FNV_OFFSET 0xcbf29ce484222325ULL
 #define EW_FNV_PRIME 0x100000001b3ULL
@@ -14,6 +16,7 @@ struct ew_hash_scan {
 	__u64 h;
 };
 
+#ifndef EW_LEGACY
 static long ew_hash_step(__u64 i, void *data)
 {
 	struct ew_hash_scan *scan = data;
@@ -31,6 +34,27 @@ static __always_inline __u64 ew_string_hash(__u64 h, const char *s)
 	bpf_loop(EW_PATH_MAX, ew_hash_step, &scan, 0);
 	return scan.h;
 }
+#else
+/* The hash of ew_hash_scratch: a global function, which the verifier checks once for all its callers. */
+__attribute__((noinline)) __u64 ew_hash_input_global(__u64 h)
+{
+	__u32 zero = 0;
+	struct ew_hash_input *in = bpf_map_lookup_elem(&ew_hash_scratch, &zero);
+	if (!in)
+		return h;
+	return ew_words_hash(h, (const char *)in->words, EW_PATH_MAX / 8, EW_FNV_PRIME);
+}
+
+static __always_inline __u64 ew_string_hash(__u64 h, const char *s)
+{
+	__u32 zero = 0;
+	struct ew_hash_input *in = bpf_map_lookup_elem(&ew_hash_scratch, &zero);
+	if (!in)
+		return h;
+	bpf_probe_read_kernel(in->words, sizeof(in->words), s);
+	return ew_hash_input_global(h);
+}
+#endif
 
 /* ew_value_hash is the hash of a release_agent value: it only tells whether a value is still the one its setter
  * left (user space computes the same for the values it seeds). */

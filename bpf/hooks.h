@@ -13,10 +13,10 @@ static __always_inline __u32 ew_hook_file_open(struct file *file, int can_deny)
 	struct ew_record *r = ew_open_begin(file, EW_SOURCE_SYSCALL, 0);
 	if (!r)
 		return EW_ACTION_ALERT;
-	struct task_struct *task = bpf_get_current_task_btf(); /* bpf_task_pt_regs wants a BTF pointer */
+	struct task_struct *task = ew_current_task(); /* bpf_task_pt_regs wants a BTF pointer */
 	struct ew_syscall sc;
 
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	ew_open_syscall(r, &sc, 0);
 	return ew_open_finish(r, file, can_deny);
 }
@@ -53,12 +53,12 @@ static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, str
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
 		return EW_ACTION_ALERT;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	struct ew_syscall sc;
 	struct dentry *new_dir;
 	__u32 facts = 0;
 
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	if ((sc.op == EW_OP_RENAME || sc.op == EW_OP_RENAME_AT) && sc.source == EW_SOURCE_SYSCALL) {
 		ew_rename_names(r, task, &sc, &new_dir, &facts);
 	} else {
@@ -83,10 +83,10 @@ static __always_inline __u32 ew_hook_inode_rename(struct dentry *old_dentry, str
  * hierarchy's root directory. */
 static __always_inline void ew_hook_agent_write(struct kernfs_open_file *of, __s64 ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	struct ew_syscall sc;
 
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	struct kernfs_node *root_dir = ew_kn_parent(BPF_CORE_READ(of, kn));
 	ew_agent_written(BPF_CORE_READ(of, file), ew_cgroup_root_of(root_dir), sc.source, ret, sc.nr, sc.facts,
 			 EW_ACTION_ALERT);
@@ -109,7 +109,7 @@ static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 	int kfacts = ew_classify_dentry(dentry);
 	if (kfacts < 0 || !(kfacts & EW_FACT_CGROUP1_AGENT))
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	__u32 zero = 0;
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
@@ -118,7 +118,7 @@ static __always_inline int ew_hook_file_permission(struct file *file, int mask)
 	if (ew_enforce(task, 1, r->cgroup_path, whole) != EW_ACTION_DENIED)
 		return 0;
 	struct ew_syscall sc;
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	struct kernfs_node *root_dir = BPF_CORE_READ(dentry, d_parent, d_inode, i_private);
 	ew_agent_written(file, ew_cgroup_root_of(root_dir), sc.source, -EW_EPERM, sc.nr, sc.facts, EW_ACTION_DENIED);
 	return -EW_EPERM;
@@ -128,11 +128,11 @@ static __always_inline int ew_hook_file_permission(struct file *file, int mask)
  * the value the flag takes, whatever carried the write. */
 static __always_inline void ew_hook_notify_write(struct cgroup_subsys_state *css, __u64 val, __s64 ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	struct ew_syscall sc;
 	__u32 zero = 0;
 
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
 		return;
@@ -191,9 +191,9 @@ static __always_inline void ew_hook_parse_param_exit(__s64 ret)
 	__u64 *value = bpf_map_lookup_elem(&ew_pending_options, &tid);
 	if (!value)
 		return;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	struct ew_syscall sc;
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	ew_mount_option((const char *)*value, 0, sc.source, ret, sc.nr, sc.facts, EW_ACTION_ALERT, 1);
 	bpf_map_delete_elem(&ew_pending_options, &tid);
 }
@@ -219,12 +219,12 @@ static __always_inline int ew_hook_fs_param(struct fs_context *fc, struct fs_par
 	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
 	if (!r)
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	int whole = ew_cgroup_path(task, r->cgroup_path);
 	if (ew_enforce(task, 1, r->cgroup_path, whole) != EW_ACTION_DENIED)
 		return 0;
 	struct ew_syscall sc;
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	const char *value = "";
 	if (BPF_CORE_READ_BITFIELD_PROBED(param, type) == bpf_core_enum_value(enum fs_value_type, fs_value_is_string))
 		value = BPF_CORE_READ(param, string);

@@ -51,9 +51,9 @@ int BPF_PROG(ew_sched_process_exec, struct task_struct *p, pid_t old_pid, struct
 static __always_inline void ew_mount_from_state(struct cgroup_root *root)
 {
 #ifdef EW_MOUNT_FROM_STATE
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
 	struct ew_syscall sc;
-	ew_syscall_of(task, (struct pt_regs *)bpf_task_pt_regs(task), &sc);
+	ew_syscall_of(task, ew_task_regs(task), &sc);
 	if (sc.op != EW_OP_MOUNT)
 		return;
 	char first = 0;

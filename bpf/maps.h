@@ -30,6 +30,67 @@ struct {
 	__type(value, __u64);
 } ew_counters SEC(".maps");
 
+/* EW_LOOP(n, fn, ctx) calls long fn(i, ctx) for i from 0 until n or until it returns nonzero: bpf_loop, whose
+ * callback the verifier checks once. The legacy objects have no bpf_loop, and their verifier (5.10) walks a
+ * loop's body once per iteration and every branch of it: a step with a few branches, run 49 times, inlined twice
+ * in a program, passed its limit of a million instructions. There the step is a global function
+ * (EW_LOOP_STEP), which the verifier checks once, on its own; a global function takes no pointer but the
+ * context, so the loop's state is copied into ew_loop_state for the loop and back after it. Loops do not nest. */
+#define EW_LOOP_STATE_MAX 128
+struct ew_loop_state {
+	__u64 data[EW_LOOP_STATE_MAX / 8]; /* words: a copy of pointers stays whole words */
+};
+
+/* Only the legacy objects use it (and ew_hash_scratch); the regular ones declare them too, so that both have the
+ * same maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_loop_state);
+} ew_loop_scratch SEC(".maps");
+
+/* The string the legacy objects' ew_string_hash hashes (hash.h), copied there for a global function. */
+struct ew_hash_input {
+	__u64 words[EW_PATH_MAX / 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ew_hash_input);
+} ew_hash_scratch SEC(".maps");
+
+#ifdef EW_LEGACY
+#define EW_LOOP(n, fn, ctx)                                                                                     \
+	do {                                                                                                    \
+		_Static_assert(sizeof(*(ctx)) <= EW_LOOP_STATE_MAX, "a loop state larger than ew_loop_state");  \
+		__u32 ew_loop_zero = 0;                                                                         \
+		struct ew_loop_state *ew_loop_s = bpf_map_lookup_elem(&ew_loop_scratch, &ew_loop_zero);         \
+		if (!ew_loop_s)                                                                                 \
+			break;                                                                                  \
+		__builtin_memcpy(ew_loop_s->data, (ctx), sizeof(*(ctx)));                                       \
+		for (__u32 ew_loop_i = 0; ew_loop_i < (n); ew_loop_i++)                                         \
+			if (fn##_global(ew_loop_i))                                                             \
+				break;                                                                          \
+		__builtin_memcpy((ctx), ew_loop_s->data, sizeof(*(ctx)));                                       \
+	} while (0)
+/* EW_LOOP_STEP(fn) follows the definition of a step function fn: fn_global runs it on ew_loop_scratch. */
+#define EW_LOOP_STEP(fn)                                                                                        \
+	__attribute__((noinline)) long fn##_global(__u64 i)                                                     \
+	{                                                                                                       \
+		__u32 zero = 0;                                                                                 \
+		struct ew_loop_state *s = bpf_map_lookup_elem(&ew_loop_scratch, &zero);                         \
+		/* Used, so that the compiler passes it: steps that ignore i would get an unset register. */    \
+		asm volatile("" : "+r"(i));                                                                     \
+		return s ? fn(i, s->data) : 1;                                                                  \
+	}
+#else
+#define EW_LOOP(n, fn, ctx) bpf_loop(n, fn, ctx, 0)
+#define EW_LOOP_STEP(fn)
+#endif
+
 /* The record is too large for the 512-byte BPF stack, so it is assembled in per-CPU scratch. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

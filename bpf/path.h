@@ -82,6 +82,7 @@ static long ew_path_step(__u64 i, void *data)
 	w->dentry = parent;
 	return 0;
 }
+EW_LOOP_STEP(ew_path_step)
 
 /* ew_path_copy moves the path assembled at the end of the scratch buffer (from pos) into dst. */
 static __always_inline int ew_path_copy(char *dst, int pos, int size)
@@ -120,7 +121,7 @@ static __always_inline int ew_path_write(struct dentry *dentry, struct vfsmount 
 		.pos = EW_PATH_MAX - 1,
 	};
 	buf->data[EW_PATH_MAX - 1] = 0;
-	bpf_loop(EW_MAX_COMPONENTS + 1, ew_path_step, &w, 0);
+	EW_LOOP(EW_MAX_COMPONENTS + 1, ew_path_step, &w);
 	ew_path_copy(dst, w.pos, EW_PATH_MAX);
 	return w.complete;
 }

@@ -46,6 +46,7 @@ struct {
 	__type(value, struct ew_agent_value);
 } ew_host_agents SEC(".maps");
 
+#ifndef EW_LEGACY
 struct ew_equal_scan {
 	const char *a;
 	const char *b;
@@ -74,6 +75,12 @@ static __always_inline int ew_equal(const char *a, const char *b, long n)
 	bpf_loop(EW_PATH_MAX, ew_equal_step, &scan, 0);
 	return scan.equal;
 }
+#else
+static __always_inline int ew_equal(const char *a, const char *b, long n)
+{
+	return ew_words_equal(a, b, n, EW_PATH_MAX / 8);
+}
+#endif
 
 /* ew_setter_record records the current task as the setter, by how, of value: hierarchy root's release_agent as
  * it is now, in map memory. cgroup_path is the task's (as ew_cgroup_path writes it, whole when not cut). With
@@ -141,7 +148,7 @@ static __always_inline void ew_setter_forget(struct cgroup_root *root)
 struct ew_hierarchy_walk {
 	struct list_head *head; /* the task's css_set's links: one per hierarchy, every hierarchy of the machine */
 	struct list_head *pos;
-	const char *program; /* the program exec'd, map memory */
+	const char *program; /* the program exec'd, map memory (in the legacy objects: always the record's) */
 	long program_len;    /* with its NUL */
 	struct cgroup_root *trusted;   /* a hierarchy whose value it is, set by a trusted setter */
 	struct cgroup_root *untrusted; /* a hierarchy whose value it is, set by anyone else: the last set */
@@ -165,12 +172,22 @@ static long ew_hierarchy_step(__u64 i, void *data)
 	struct ew_path_buf *buf = bpf_map_lookup_elem(&ew_path_scratch, &zero);
 	if (!buf)
 		return 1;
+#ifdef EW_LEGACY
+	/* A global function's state comes through map memory, where a pointer does not stay one: the program is
+	 * the record's (ew_judge_helper's). */
+	struct ew_record *r = bpf_map_lookup_elem(&ew_record_scratch, &zero);
+	if (!r)
+		return 1;
+	const char *program = r->base_path;
+#else
+	const char *program = w->program;
+#endif
 	long n = bpf_probe_read_kernel_str(buf->data, EW_PATH_MAX, &root->release_agent_path);
-	if (n != w->program_len || !ew_equal(buf->data, w->program, n))
+	if (n != w->program_len || !ew_equal(buf->data, program, n))
 		return 0;
 	__u32 id = BPF_CORE_READ(root, hierarchy_id);
 	struct ew_agent_value *host = bpf_map_lookup_elem(&ew_host_agents, &id);
-	if (host && ew_equal(host->v, w->program, n)) {
+	if (host && ew_equal(host->v, program, n)) {
 		/* The host's own agent: running the same program for another hierarchy runs nothing it did not choose. */
 		w->trusted = root;
 		return 1;
@@ -186,6 +203,7 @@ static long ew_hierarchy_step(__u64 i, void *data)
 	}
 	return 0;
 }
+EW_LOOP_STEP(ew_hierarchy_step)
 
 /* ew_judge_helper judges the user-mode helper task (a child of kthreadd) that is executing bprm, whose program
  * path is already in r->base_path (length n with its NUL): which hierarchy's release_agent it is, who set that,
@@ -207,7 +225,7 @@ static __always_inline void ew_judge_helper(struct ew_record *r, struct task_str
 	struct list_head *head = (void *)cset + bpf_core_field_offset(struct css_set, cgrp_links);
 	struct ew_hierarchy_walk w = {.head = head, .pos = head, .program = r->base_path, .program_len = n};
 	if (n > 1)
-		bpf_loop(EW_HIERARCHY_STEPS, ew_hierarchy_step, &w, 0);
+		EW_LOOP(EW_HIERARCHY_STEPS, ew_hierarchy_step, &w);
 
 	/* Locals: inside BPF_CORE_READ, w's own fields would be relocated too. */
 	struct cgroup_root *trusted = w.trusted, *untrusted = w.untrusted;

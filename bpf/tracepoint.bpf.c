@@ -88,6 +88,7 @@ static long ew_aio_step(__u64 i, void *data)
 	}
 	return 0;
 }
+EW_LOOP_STEP(ew_aio_step)
 
 /* ew_open_reads_only: the flags of an open(2), openat(2) or open_by_handle_at(2) ask for no write access (the
  * kernel's own test, OPEN_FMODE), so the file it opened is not writable through this descriptor: most opens of the
@@ -116,8 +117,12 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 	if (!ew_nr_watched_any(nr))
 		return 0; /* the hot path: every unrelated syscall leaves here */
 
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = ew_current_task();
+#ifdef EW_LEGACY
+	int compat = ew_task_compat(task); /* no BTF-typed task there */
+#else
 	int compat = EW_BTF_TASK_COMPAT(task);
+#endif
 	enum ew_op op = compat ? compat_op(nr) : native_op(nr);
 	struct ew_syscall sc;
 
@@ -165,7 +170,7 @@ int BPF_PROG(ew_sys_exit, struct pt_regs *regs, long ret)
 			.n = ret < EW_AIO_MAX ? ret : EW_AIO_MAX,
 			.compat = compat != 0,
 		};
-		bpf_loop(EW_AIO_MAX, ew_aio_step, &scan, 0);
+		EW_LOOP(EW_AIO_MAX, ew_aio_step, &scan);
 		struct file *file = scan.file; /* a local: the loop wrote it through a pointer */
 		if (file)
 			ew_file_written(file, EW_SOURCE_SYSCALL, 0, nr, compat ? EW_FACT_COMPAT_SYSCALL : 0);

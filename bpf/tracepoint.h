@@ -10,6 +10,9 @@
  * direct loads, only the indexed slot needs a helper. */
 static __always_inline struct file *ew_fd_file_btf(struct task_struct *task, int fd)
 {
+#ifdef EW_LEGACY
+	return ew_fd_file(task, fd); /* no BTF-typed task there */
+#else
 	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
@@ -17,6 +20,7 @@ static __always_inline struct file *ew_fd_file_btf(struct task_struct *task, int
 		return NULL;
 	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
 	return file;
+#endif
 }
 
 #define EW_NOTIFY_NAME "notify_on_release"

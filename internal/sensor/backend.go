@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -28,7 +29,9 @@ type backend struct {
 	name string
 	// objects returns the backend's objects, not loaded yet.
 	objects func() objects
-	needs   string // what the kernel must offer, and how to get it: the fix in the error when it is missing
+	// legacy returns the same built for kernels that lack the newer helpers (EW_LEGACY in bpf/kernel.h).
+	legacy func() objects
+	needs  string // what the kernel must offer, and how to get it: the fix in the error when it is missing
 	// refuses: under --enforce, its programs refuse an open (the others kill the opener).
 	refuses bool
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
@@ -151,6 +154,7 @@ var backends = []backend{
 		name:      BackendLSM,
 		objects:   func() objects { return new(lsmObjects) },
 		refuses:   true,
+		legacy:    func() objects { return new(lsmLegacyObjects) },
 		needs:     "BPF LSM: CONFIG_BPF_LSM=y, \"bpf\" in the active LSMs (add lsm=...,bpf to the kernel command line) and BPF trampolines",
 		preflight: bpfLSMActive,
 	},
@@ -158,17 +162,21 @@ var backends = []backend{
 		name:    BackendFentry,
 		objects: func() objects { return new(fentryObjects) },
 		refuses: true,
+		legacy:  func() objects { return new(fentryLegacyObjects) },
 		needs:   "BPF trampolines (fentry, and fmod_ret for --enforce): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS on x86_64 or arm64, kernel 5.7 or later",
 	},
 	{
 		name:    BackendKprobe,
 		objects: func() objects { return new(kprobeObjects) },
+		legacy:  func() objects { return new(kprobeLegacyObjects) },
 		needs:   "kprobes: CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
 	},
 	{
-		name:    BackendTracepoint,
-		objects: func() objects { return new(tracepointObjects) },
-		needs:   "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and kernel 5.17 or later (bpf_loop)",
+		name:      BackendTracepoint,
+		objects:   func() objects { return new(tracepointObjects) },
+		legacy:    func() objects { return new(tracepointLegacyObjects) },
+		needs:     "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and an io_uring_complete tracepoint that passes the request",
+		preflight: ioUringCompletePassesRequest,
 	},
 }
 
@@ -275,6 +283,70 @@ func (o *tracepointObjects) hooks() []hook {
 	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
 }
 
+// The legacy objects have the same programs and maps as the regular ones (bpf2go generates identical structs
+// under other names): they convert to them, and share their hooks and maps.
+
+func (*lsmLegacyObjects) spec() (*ebpf.CollectionSpec, error) { return loadLsmLegacy() }
+
+func (*lsmLegacyObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v lsmLegacyVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *lsmLegacyObjects) regular() *lsmObjects {
+	return &lsmObjects{lsmPrograms: lsmPrograms(o.lsmLegacyPrograms), lsmMaps: lsmMaps(o.lsmLegacyMaps)}
+}
+
+func (o *lsmLegacyObjects) shared() sharedMaps { return o.regular().shared() }
+func (o *lsmLegacyObjects) hooks() []hook      { return o.regular().hooks() }
+
+func (*fentryLegacyObjects) spec() (*ebpf.CollectionSpec, error) { return loadFentryLegacy() }
+
+func (*fentryLegacyObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v fentryLegacyVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *fentryLegacyObjects) regular() *fentryObjects {
+	return &fentryObjects{fentryPrograms: fentryPrograms(o.fentryLegacyPrograms), fentryMaps: fentryMaps(o.fentryLegacyMaps)}
+}
+
+func (o *fentryLegacyObjects) shared() sharedMaps { return o.regular().shared() }
+func (o *fentryLegacyObjects) hooks() []hook      { return o.regular().hooks() }
+
+func (*kprobeLegacyObjects) spec() (*ebpf.CollectionSpec, error) { return loadKprobeLegacy() }
+
+func (*kprobeLegacyObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v kprobeLegacyVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *kprobeLegacyObjects) regular() *kprobeObjects {
+	return &kprobeObjects{kprobePrograms: kprobePrograms(o.kprobeLegacyPrograms), kprobeMaps: kprobeMaps(o.kprobeLegacyMaps)}
+}
+
+func (o *kprobeLegacyObjects) shared() sharedMaps { return o.regular().shared() }
+func (o *kprobeLegacyObjects) hooks() []hook      { return o.regular().hooks() }
+
+func (*tracepointLegacyObjects) spec() (*ebpf.CollectionSpec, error) { return loadTracepointLegacy() }
+
+func (*tracepointLegacyObjects) config(spec *ebpf.CollectionSpec) (configSpecs, error) {
+	var v tracepointLegacyVariableSpecs
+	err := spec.Assign(&v)
+	return configSpecs(v), err
+}
+
+func (o *tracepointLegacyObjects) regular() *tracepointObjects {
+	return &tracepointObjects{tracepointPrograms: tracepointPrograms(o.tracepointLegacyPrograms),
+		tracepointMaps: tracepointMaps(o.tracepointLegacyMaps)}
+}
+
+func (o *tracepointLegacyObjects) shared() sharedMaps { return o.regular().shared() }
+func (o *tracepointLegacyObjects) hooks() []hook      { return o.regular().hooks() }
+
 // BackendNames lists the accepted --backend values.
 func BackendNames() []string {
 	names := []string{BackendAuto}
@@ -316,6 +388,40 @@ func bpfLSMActive() error {
 		}
 	}
 	return fmt.Errorf("the bpf LSM is not active (%s: %s)", lsmFile, strings.TrimSpace(string(list)))
+}
+
+// ioUringCompletePassesRequest: the tracepoint backend sees opens and writes made through io_uring at the
+// io_uring_complete tracepoint, in the request it passes. Older kernels' tracepoint (Debian 11's 5.10) passes only
+// the request's user_data: the backend would not see them, so it is refused there, as the kernel's BTF says.
+func ioUringCompletePassesRequest() error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil // the load says what is missing
+	}
+	var tp *btf.Typedef
+	if err := spec.TypeByName("btf_trace_io_uring_complete", &tp); err != nil {
+		return nil // no such tracepoint: the load says so
+	}
+	ptr, ok := btf.UnderlyingType(tp.Type).(*btf.Pointer)
+	if !ok {
+		return nil
+	}
+	proto, ok := btf.UnderlyingType(ptr.Target).(*btf.FuncProto)
+	if !ok {
+		return nil
+	}
+	// (void *__data, ctx, req, ...): the third is the request, a pointer.
+	if len(proto.Params) >= 3 {
+		if _, ok := btf.UnderlyingType(proto.Params[2].Type).(*btf.Pointer); ok {
+			return nil
+		}
+	}
+	names := make([]string, 0, len(proto.Params))
+	for _, p := range proto.Params[min(1, len(proto.Params)):] {
+		names = append(names, p.Name)
+	}
+	return fmt.Errorf("the kernel's io_uring_complete tracepoint does not pass the request (its arguments: %s), so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose tracepoint passes it (Linux 5.17 and later do)",
+		strings.Join(names, ", "))
 }
 
 // errNotAvailable wraps why a backend cannot run on this kernel.

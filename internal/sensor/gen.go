@@ -13,4 +13,8 @@ package sensor
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 lsm ../../bpf/lsm.bpf.c -- -I../../bpf -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 fentry ../../bpf/fentry.bpf.c -- -I../../bpf -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 kprobe ../../bpf/kprobe.bpf.c -- -I../../bpf -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 tracepointLegacy ../../bpf/tracepoint.bpf.c -- -I../../bpf -DEW_LEGACY -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 lsmLegacy ../../bpf/lsm.bpf.c -- -I../../bpf -DEW_LEGACY -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 fentryLegacy ../../bpf/fentry.bpf.c -- -I../../bpf -DEW_LEGACY -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 kprobeLegacy ../../bpf/kprobe.bpf.c -- -I../../bpf -DEW_LEGACY -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -Wpadded
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 noop ../../bpf/noop.bpf.c -- -I../../bpf -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror

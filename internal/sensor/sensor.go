@@ -141,40 +141,9 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	objs := b.objects()
-	spec, err := objs.spec()
+	objs, err := loadBackend(b, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
-	}
-	vars, err := objs.config(spec)
-	if err != nil {
-		return nil, fmt.Errorf("the embedded BPF object's settings: %w", err)
-	}
-	host := cfg.Classifier.Host()
-	for _, v := range []struct {
-		spec  *ebpf.VariableSpec
-		value any
-	}{
-		{vars.AnyFs, boolByte(cfg.AnyFS)}, {vars.Enforce, boolByte(cfg.Enforce)},
-		{vars.HostMntNs, host.Mnt}, {vars.HostPidNs, host.PID},
-		{vars.EnforceAllowCount, uint32(len(cfg.EnforceAllowCgroups))},
-	} {
-		if err := v.spec.Set(v.value); err != nil {
-			return nil, fmt.Errorf("set %s: %w", v.spec.Name, err)
-		}
-	}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
-		// A kernel that lacks a helper the programs call refuses them with a message about something else
-		// (5.10: "number of funcs in func_info doesn't match number of subprogs"): probe each helper, only
-		// now, so that a start that loads pays nothing for it.
-		if missing, perr := missingHelpers(spec); perr == nil && len(missing) > 0 {
-			return nil, fmt.Errorf("%w: %w", errNotAvailable, missingHelpersError(missing))
-		}
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) && !errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %+v", ve)
-		}
-		return nil, fmt.Errorf("%w: load: %w", errNotAvailable, err)
+		return nil, err
 	}
 	maps := objs.shared()
 	if err := setAllowedCgroups(maps.enforceAllowed, cfg.EnforceAllowCgroups); err != nil {
@@ -203,6 +172,77 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 		log.Debug("release_agent values of the existing hierarchies read", "hierarchies", n)
 	}
 	return s, nil
+}
+
+// loadBackend loads b's programs or, on a kernel that lacks a helper they call, the same programs built without
+// the newer helpers (EW_LEGACY in bpf/kernel.h: bounded loops, the registers from the task's stack).
+func loadBackend(b *backend, cfg Config, log *slog.Logger) (objects, error) {
+	objs := b.objects()
+	spec, err := loadObjects(objs, cfg)
+	if err == nil {
+		return objs, nil
+	}
+	if spec == nil {
+		return nil, err
+	}
+	// A kernel that lacks a helper the programs call refuses them with a message about something else (5.10:
+	// "number of funcs in func_info doesn't match number of subprogs"): probe each helper, only now, so that a
+	// start that loads pays nothing for it.
+	missing, perr := missingHelpers(spec)
+	if perr != nil || len(missing) == 0 {
+		return nil, loadError(err)
+	}
+	legacy := b.legacy()
+	legacySpec, err := loadObjects(legacy, cfg)
+	if err == nil {
+		log.Info("the kernel lacks newer BPF helpers: loaded the programs built without them",
+			"backend", b.name, "missing", missingHelpersError(missing).Error())
+		return legacy, nil
+	}
+	if legacySpec == nil {
+		return nil, err
+	}
+	if missing, perr := missingHelpers(legacySpec); perr == nil && len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %w", errNotAvailable, missingHelpersError(missing))
+	}
+	return nil, loadError(err)
+}
+
+// loadObjects loads objs with cfg's settings. It returns their spec, nil if the embedded object did not parse.
+func loadObjects(objs objects, cfg Config) (*ebpf.CollectionSpec, error) {
+	spec, err := objs.spec()
+	if err != nil {
+		return nil, fmt.Errorf("parse the embedded BPF object: %w", err)
+	}
+	vars, err := objs.config(spec)
+	if err != nil {
+		return nil, fmt.Errorf("the embedded BPF object's settings: %w", err)
+	}
+	host := cfg.Classifier.Host()
+	for _, v := range []struct {
+		spec  *ebpf.VariableSpec
+		value any
+	}{
+		{vars.AnyFs, boolByte(cfg.AnyFS)}, {vars.Enforce, boolByte(cfg.Enforce)},
+		{vars.HostMntNs, host.Mnt}, {vars.HostPidNs, host.PID},
+		{vars.EnforceAllowCount, uint32(len(cfg.EnforceAllowCgroups))},
+	} {
+		if err := v.spec.Set(v.value); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.spec.Name, err)
+		}
+	}
+	return spec, spec.LoadAndAssign(objs, nil)
+}
+
+// loadError says what a failed load means: a verifier rejection of programs the kernel supports is a bug.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) && !errors.Is(err, unix.EPERM) {
+		// err starts with the program's name ("field X: program y: load program: ..."), the log only in %+v.
+		which, _, _ := strings.Cut(err.Error(), ": load program")
+		return fmt.Errorf("the kernel's verifier rejected the programs (a bug: please report it with this log): %s: %+v", which, ve)
+	}
+	return fmt.Errorf("%w: load: %w", errNotAvailable, err)
 }
 
 // Limits of Config.EnforceAllowCgroups: EW_ALLOW_MAX (the entries of ew_enforce_allowed, in bpf/enforce.h) and the
