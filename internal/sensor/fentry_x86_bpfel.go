@@ -39,6 +39,16 @@ type fentryEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type fentryEwHashInput struct {
+	_     structs.HostLayout
+	Words [512]uint64
+}
+
+type fentryEwLoopState struct {
+	_    structs.HostLayout
+	Data [16]uint64
+}
+
 type fentryEwOrigin struct {
 	_                 structs.HostLayout
 	Tat               uint64
@@ -144,8 +154,10 @@ const (
 	fentryMapEwCounters                    = "ew_counters"
 	fentryMapEwEnforceAllowed              = "ew_enforce_allowed"
 	fentryMapEwEvents                      = "ew_events"
+	fentryMapEwHashScratch                 = "ew_hash_scratch"
 	fentryMapEwHelperEvents                = "ew_helper_events"
 	fentryMapEwHostAgents                  = "ew_host_agents"
+	fentryMapEwLoopScratch                 = "ew_loop_scratch"
 	fentryMapEwOrigins                     = "ew_origins"
 	fentryMapEwPathScratch                 = "ew_path_scratch"
 	fentryMapEwPendingOptions              = "ew_pending_options"
@@ -241,8 +253,10 @@ type fentryMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwLoopScratch    *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
@@ -286,8 +300,10 @@ type fentryMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.Map `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwLoopScratch    *ebpf.Map `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
@@ -302,8 +318,10 @@ func (m *fentryMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHashScratch,
 		m.EwHelperEvents,
 		m.EwHostAgents,
+		m.EwLoopScratch,
 		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,

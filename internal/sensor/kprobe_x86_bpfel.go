@@ -39,6 +39,16 @@ type kprobeEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type kprobeEwHashInput struct {
+	_     structs.HostLayout
+	Words [512]uint64
+}
+
+type kprobeEwLoopState struct {
+	_    structs.HostLayout
+	Data [16]uint64
+}
+
 type kprobeEwNotifyArgs struct {
 	_   structs.HostLayout
 	Css uint64
@@ -151,8 +161,10 @@ const (
 	kprobeMapEwCounters              = "ew_counters"
 	kprobeMapEwEnforceAllowed        = "ew_enforce_allowed"
 	kprobeMapEwEvents                = "ew_events"
+	kprobeMapEwHashScratch           = "ew_hash_scratch"
 	kprobeMapEwHelperEvents          = "ew_helper_events"
 	kprobeMapEwHostAgents            = "ew_host_agents"
+	kprobeMapEwLoopScratch           = "ew_loop_scratch"
 	kprobeMapEwNotifyWriteArgs       = "ew_notify_write_args"
 	kprobeMapEwOrigins               = "ew_origins"
 	kprobeMapEwPathScratch           = "ew_path_scratch"
@@ -246,8 +258,10 @@ type kprobeMapSpecs struct {
 	EwCounters        *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHashScratch     *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
 	EwHelperEvents    *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents      *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwLoopScratch     *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
 	EwNotifyWriteArgs *ebpf.MapSpec `ebpf:"ew_notify_write_args"`
 	EwOrigins         *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.MapSpec `ebpf:"ew_path_scratch"`
@@ -293,8 +307,10 @@ type kprobeMaps struct {
 	EwCounters        *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed  *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents          *ebpf.Map `ebpf:"ew_events"`
+	EwHashScratch     *ebpf.Map `ebpf:"ew_hash_scratch"`
 	EwHelperEvents    *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents      *ebpf.Map `ebpf:"ew_host_agents"`
+	EwLoopScratch     *ebpf.Map `ebpf:"ew_loop_scratch"`
 	EwNotifyWriteArgs *ebpf.Map `ebpf:"ew_notify_write_args"`
 	EwOrigins         *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch     *ebpf.Map `ebpf:"ew_path_scratch"`
@@ -311,8 +327,10 @@ func (m *kprobeMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHashScratch,
 		m.EwHelperEvents,
 		m.EwHostAgents,
+		m.EwLoopScratch,
 		m.EwNotifyWriteArgs,
 		m.EwOrigins,
 		m.EwPathScratch,

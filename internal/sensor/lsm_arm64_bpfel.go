@@ -39,6 +39,16 @@ type lsmEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type lsmEwHashInput struct {
+	_     structs.HostLayout
+	Words [512]uint64
+}
+
+type lsmEwLoopState struct {
+	_    structs.HostLayout
+	Data [16]uint64
+}
+
 type lsmEwOrigin struct {
 	_                 structs.HostLayout
 	Tat               uint64
@@ -144,8 +154,10 @@ const (
 	lsmMapEwCounters                = "ew_counters"
 	lsmMapEwEnforceAllowed          = "ew_enforce_allowed"
 	lsmMapEwEvents                  = "ew_events"
+	lsmMapEwHashScratch             = "ew_hash_scratch"
 	lsmMapEwHelperEvents            = "ew_helper_events"
 	lsmMapEwHostAgents              = "ew_host_agents"
+	lsmMapEwLoopScratch             = "ew_loop_scratch"
 	lsmMapEwOrigins                 = "ew_origins"
 	lsmMapEwPathScratch             = "ew_path_scratch"
 	lsmMapEwPendingOptions          = "ew_pending_options"
@@ -237,8 +249,10 @@ type lsmMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwLoopScratch    *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.MapSpec `ebpf:"ew_pending_options"`
@@ -282,8 +296,10 @@ type lsmMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.Map `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
+	EwLoopScratch    *ebpf.Map `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwPendingOptions *ebpf.Map `ebpf:"ew_pending_options"`
@@ -298,8 +314,10 @@ func (m *lsmMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHashScratch,
 		m.EwHelperEvents,
 		m.EwHostAgents,
+		m.EwLoopScratch,
 		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwPendingOptions,

@@ -39,6 +39,16 @@ type tracepointEwAllowedCgroup struct {
 	Prefix [128]int8
 }
 
+type tracepointEwHashInput struct {
+	_     structs.HostLayout
+	Words [512]uint64
+}
+
+type tracepointEwLoopState struct {
+	_    structs.HostLayout
+	Data [16]uint64
+}
+
 type tracepointEwOrigin struct {
 	_                 structs.HostLayout
 	Tat               uint64
@@ -144,9 +154,11 @@ const (
 	tracepointMapEwCounters           = "ew_counters"
 	tracepointMapEwEnforceAllowed     = "ew_enforce_allowed"
 	tracepointMapEwEvents             = "ew_events"
+	tracepointMapEwHashScratch        = "ew_hash_scratch"
 	tracepointMapEwHelperEvents       = "ew_helper_events"
 	tracepointMapEwHostAgents         = "ew_host_agents"
 	tracepointMapEwKernfsFops         = "ew_kernfs_fops"
+	tracepointMapEwLoopScratch        = "ew_loop_scratch"
 	tracepointMapEwOrigins            = "ew_origins"
 	tracepointMapEwPathScratch        = "ew_path_scratch"
 	tracepointMapEwRecordScratch      = "ew_record_scratch"
@@ -223,9 +235,11 @@ type tracepointMapSpecs struct {
 	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
 	EwKernfsFops     *ebpf.MapSpec `ebpf:"ew_kernfs_fops"`
+	EwLoopScratch    *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
@@ -268,9 +282,11 @@ type tracepointMaps struct {
 	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
 	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
 	EwEvents         *ebpf.Map `ebpf:"ew_events"`
+	EwHashScratch    *ebpf.Map `ebpf:"ew_hash_scratch"`
 	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
 	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
 	EwKernfsFops     *ebpf.Map `ebpf:"ew_kernfs_fops"`
+	EwLoopScratch    *ebpf.Map `ebpf:"ew_loop_scratch"`
 	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
 	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
 	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
@@ -284,9 +300,11 @@ func (m *tracepointMaps) Close() error {
 		m.EwCounters,
 		m.EwEnforceAllowed,
 		m.EwEvents,
+		m.EwHashScratch,
 		m.EwHelperEvents,
 		m.EwHostAgents,
 		m.EwKernfsFops,
+		m.EwLoopScratch,
 		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwRecordScratch,
