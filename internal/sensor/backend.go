@@ -416,12 +416,7 @@ func ioUringCompletePassesRequest() error {
 			return nil
 		}
 	}
-	names := make([]string, 0, len(proto.Params))
-	for _, p := range proto.Params[min(1, len(proto.Params)):] {
-		names = append(names, p.Name)
-	}
-	return fmt.Errorf("the kernel's io_uring_complete tracepoint does not pass the request (its arguments: %s), so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose tracepoint passes it (Linux 5.17 and later do)",
-		strings.Join(names, ", "))
+	return errors.New("the kernel's io_uring_complete tracepoint does not pass the request (only its user_data), so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose tracepoint passes it (Linux 5.17 and later do)")
 }
 
 // errNotAvailable wraps why a backend cannot run on this kernel.

@@ -36,7 +36,7 @@ const trampolinesRefused = "the kernel cannot attach BPF trampolines to kernel f
 
 // ioUringRefused is what the tracepoint backend must say on Debian 11's 5.10, whose io_uring_complete tracepoint
 // does not pass the request: it would not see opens and writes made through io_uring (the hook backends do).
-const ioUringRefused = "the kernel's io_uring_complete tracepoint does not pass the request (its arguments: ctx, user_data, res, cflags)"
+const ioUringRefused = "the kernel's io_uring_complete tracepoint does not pass the request (only its user_data)"
 
 // refusals are the cells ("kernel/backend") where the backend is refused, with what the refusal must say (found
 // by probing the kernel): there a cell checks that the sensor refuses cleanly, names what the kernel lacks and
