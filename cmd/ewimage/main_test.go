@@ -134,7 +134,7 @@ func TestWritesMultiPlatformArchive(t *testing.T) {
 		t.Fatalf("index.json lists %+v, want one index named %s", tm.Manifests, tag)
 	}
 	digest := tm.Manifests[0].Digest
-	if want := out + ": " + tag + " linux/amd64,linux/arm64 " + digest.String() + "\n"; stdout != want {
+	if want := out + ": " + tag + " linux/amd64,linux/arm64/v8 " + digest.String() + "\n"; stdout != want {
 		t.Errorf("stdout %q, want %q", stdout, want)
 	}
 	idx, err := top.ImageIndex(digest)
@@ -156,13 +156,13 @@ func TestWritesMultiPlatformArchive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cf.OS+"/"+cf.Architecture != d.Platform.String() || cf.Config.Labels["org.opencontainers.image.version"] != "v9.9.9" ||
+		if strings.TrimSuffix(cf.OS+"/"+cf.Architecture+"/"+cf.Variant, "/") != d.Platform.String() || cf.Config.Labels["org.opencontainers.image.version"] != "v9.9.9" ||
 			cf.Created.Unix() != 1790000000 {
 			t.Errorf("%s: config says %s/%s, version %q, created %d; want %s, v9.9.9, SOURCE_DATE_EPOCH 1790000000",
 				d.Platform, cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"], cf.Created.Unix(), d.Platform)
 		}
 	}
-	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(platforms, want) {
+	if want := []string{"linux/amd64", "linux/arm64/v8"}; !slices.Equal(platforms, want) {
 		t.Errorf("platforms %q, want %q", platforms, want)
 	}
 

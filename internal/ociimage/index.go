@@ -67,7 +67,7 @@ func BuildIndex(binaryPaths []string, opts Options) (v1.ImageIndex, error) {
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 			Add:        imageWithoutArtifactType{img},
-			Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "linux", Architecture: b.arch}},
+			Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "linux", Architecture: b.arch, Variant: variant(b.arch)}},
 		})
 	}
 	// Computed here so that a fault shows now, not when the archive is written.

@@ -65,7 +65,7 @@ func TestIndexRoundTrip(t *testing.T) {
 			t.Fatalf("manifest %s has no platform in the index", desc.Digest)
 		}
 		arch := desc.Platform.Architecture
-		platforms = append(platforms, desc.Platform.OS+"/"+arch)
+		platforms = append(platforms, strings.TrimSuffix(desc.Platform.OS+"/"+arch+"/"+desc.Platform.Variant, "/"))
 		t.Run(arch, func(t *testing.T) {
 			if desc.MediaType != types.OCIManifestSchema1 || desc.ArtifactType != "" {
 				t.Errorf("descriptor media type %q, artifact type %q; want %q and none", desc.MediaType, desc.ArtifactType, types.OCIManifestSchema1)
@@ -77,7 +77,7 @@ func TestIndexRoundTrip(t *testing.T) {
 			checkPlatformImage(t, img, arch, bins[arch], created)
 		})
 	}
-	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(platforms, want) {
+	if want := []string{"linux/amd64", "linux/arm64/v8"}; !slices.Equal(platforms, want) {
 		t.Errorf("index platforms %q, want %q", platforms, want)
 	}
 }
@@ -100,8 +100,8 @@ func checkPlatformImage(t *testing.T, img v1.Image, arch, bin string, created ti
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cf.OS + "/" + cf.Architecture; got != "linux/"+arch {
-		t.Errorf("config platform %s, want linux/%s", got, arch)
+	if got, want := cf.OS+"/"+cf.Architecture+"/"+cf.Variant, "linux/"+arch+"/"+variant(arch); got != want {
+		t.Errorf("config platform %s, want %s", got, want)
 	}
 	if got := cf.Config.Labels["org.opencontainers.image.version"]; got != "v0.0.0-test" {
 		t.Errorf("version label %q, want v0.0.0-test", got)

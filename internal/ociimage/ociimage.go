@@ -131,7 +131,7 @@ func buildImage(bin []byte, arch string, opts Options, mt mediaTypes) (v1.Image,
 		return nil, fmt.Errorf("reading the image config: %w", err)
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", arch
+	cf.OS, cf.Architecture, cf.Variant = "linux", arch, variant(arch)
 	cf.Created = v1.Time{Time: created}
 	cf.Config.Entrypoint = []string{BinaryPath}
 	cf.Config.Cmd = []string{"run"}
@@ -279,4 +279,13 @@ func WriteTarball(img v1.Image, path, tag string) (err error) {
 		return fmt.Errorf("writing the image tarball: %w", err)
 	}
 	return nil
+}
+
+// variant is the OCI platform variant of a GOARCH: arm64 images say v8, as buildx writes them and as containerd
+// and the registries' platform matchers expect; amd64 has none.
+func variant(arch string) string {
+	if arch == "arm64" {
+		return "v8"
+	}
+	return ""
 }
