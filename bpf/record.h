@@ -97,7 +97,8 @@ enum ew_counter {
 	EW_COUNTER_KILL_FAILED = 2, /* --enforce: the kernel refused to send SIGKILL (the record says alert) */
 	EW_COUNTER_LOST_RATE = 3,   /* over its origin's budget: not sent (counted per origin too, emit.h) */
 	EW_COUNTER_REPEATED = 4,    /* over its origin's budget, the same as the origin's last record sent: counted only */
-	EW_COUNTER_MAX = 5,
+	EW_COUNTER_UNTRACKED = 5,   /* io_uring requests the legacy tracepoint programs could not follow (table full) */
+	EW_COUNTER_MAX = 6,
 };
 
 struct ew_task {

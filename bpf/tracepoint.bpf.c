@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tracepoint backend: for kernels without kprobes, fentry or BPF LSM. One program on the raw syscall-exit
  * tracepoint sees every open, rename, write and mount (native and 32-bit) after the kernel handled it, and one on
- * io_uring completions sees opens and writes that never pass through a syscall. */
+ * io_uring completions (with one on submissions before 5.17) sees opens and writes that never pass through a
+ * syscall. */
 #include "tracepoint.h"
 /* No hook on the option parser here: a mount(2)'s release_agent is reported from the hierarchy's state. */
 #define EW_MOUNT_FROM_STATE
@@ -9,8 +10,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define FFS_MASK (~3UL)
+/* A fixed file's pointer carries flags in its low bits: two in newer kernels (FFS_NOWAIT, FFS_ISREG), three in
+ * 5.15's io_uring (FFS_ASYNC_READ, FFS_ASYNC_WRITE, FFS_ISREG); a struct file is aligned far beyond. */
+#define FFS_MASK (~7UL)
 #define IORING_FILE_INDEX_ALLOC (~0U)
+#define EW_EEXIST 17
 
 static __always_inline void renamed(struct task_struct *task, struct ew_syscall *sc, long ret)
 {
@@ -220,45 +224,230 @@ static __always_inline struct file *io_fixed_file(struct io_ring_ctx *ctx, __u32
 	return (struct file *)(ptr & FFS_MASK);
 }
 
-/* io_uring completes IORING_OP_OPENAT/OPENAT2 without any open syscall. The request is the second argument in
- * every version of this tracepoint, and its result is already in req->cqe.res. */
-SEC("tp_btf/io_uring_complete")
-int ew_io_uring_complete(__u64 *ctx)
-{
-	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
-	__u8 opcode = BPF_CORE_READ(req, opcode);
+/* io_uring's opcodes are ABI (include/uapi/linux/io_uring.h): numbers that never move. Older kernels (5.10's
+ * among them) declare them in an anonymous enum, which CO-RE cannot name. */
+#define EW_IORING_OP_WRITEV 2
+#define EW_IORING_OP_WRITE_FIXED 5
+#define EW_IORING_OP_OPENAT 18
+#define EW_IORING_OP_WRITE 23
+#define EW_IORING_OP_OPENAT2 28
+#define EW_IORING_OP_SPLICE 30
 
+static __always_inline int ew_uring_writes(__u8 opcode)
+{
+	return opcode == EW_IORING_OP_WRITE || opcode == EW_IORING_OP_WRITEV || opcode == EW_IORING_OP_WRITE_FIXED ||
+	       opcode == EW_IORING_OP_SPLICE;
+}
+
+static __always_inline int ew_uring_opens(__u8 opcode)
+{
+	return opcode == EW_IORING_OP_OPENAT || opcode == EW_IORING_OP_OPENAT2;
+}
+
+/* ew_io_uring_done: request req of ring ring finished with res; open is its struct io_open. io_uring opens and
+ * writes pass through no syscall. */
+static __always_inline void ew_io_uring_done(struct io_kiocb *req, struct io_ring_ctx *ring, __u8 opcode, int res,
+					     struct io_open *open)
+{
 	/* req->file is the file written (for a splice, the output: struct io_splice's file_out overlays it). */
-	if (opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE) ||
-	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITEV) ||
-	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED) ||
-	    opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_SPLICE)) {
+	if (ew_uring_writes(opcode)) {
 		struct file *file = BPF_CORE_READ(req, file);
 		if (file)
-			ew_file_written(file, EW_SOURCE_IO_URING, BPF_CORE_READ(req, cqe.res), opcode, 0);
-		return 0;
+			ew_file_written(file, EW_SOURCE_IO_URING, res, opcode, 0);
+		return;
 	}
-	if (opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT) &&
-	    opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_OPENAT2))
-		return 0;
-	int res = BPF_CORE_READ(req, cqe.res);
-	if (res < 0)
-		return 0;
-
-	struct io_open *open = (void *)req + bpf_core_field_offset(struct io_kiocb, cmd);
+	if (!ew_uring_opens(opcode) || res < 0)
+		return;
 	__u32 slot = BPF_CORE_READ(open, file_slot);
 	struct file *file;
 	if (slot == 0)
 		file = ew_fd_file((struct task_struct *)bpf_get_current_task(), res);
 	else
-		file = io_fixed_file(BPF_CORE_READ(req, ctx), slot == IORING_FILE_INDEX_ALLOC ? res : slot - 1);
+		file = io_fixed_file(ring, slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1);
 	if (!file)
-		return 0;
+		return;
 	/* The request's flags are gone by now: io_uring opens report file->f_flags only. */
 	struct ew_record *r = ew_open_begin(file, EW_SOURCE_IO_URING, res);
 	if (!r)
-		return 0;
+		return;
 	r->syscall_nr = opcode;
 	ew_open_finish(r, file, 0);
+}
+
+#ifndef EW_LEGACY
+/* Since 5.17 the io_uring_complete tracepoint passes the request (its second argument), and its result is
+ * already in req->cqe.res. */
+SEC("tp_btf/io_uring_complete")
+int ew_io_uring_complete(__u64 *ctx)
+{
+	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
+	__u8 opcode = BPF_CORE_READ(req, opcode);
+	if (!ew_uring_writes(opcode) && !ew_uring_opens(opcode))
+		return 0;
+	ew_io_uring_done(req, BPF_CORE_READ(req, ctx), opcode, BPF_CORE_READ(req, cqe.res),
+			 (void *)req + bpf_core_field_offset(struct io_kiocb, cmd));
 	return 0;
 }
+#else
+/* Before 5.17 io_uring_complete passes the ring, the request's user_data and its result, not the request; the
+ * user_data is the submitter's to choose, so it identifies nothing. The request is found where the kernel
+ * completes it (the user space preflight checks that the kernel has these fields: 5.15's io_uring, which
+ * Debian's 5.10 carries since 5.10.162):
+ * - an io-wq worker completes the request it runs, its io_worker's cur_work (the worker is pf_io_worker). Every
+ *   open of a cgroup file completes there (kernfs refuses the cached lookup an inline open needs), and so does
+ *   every write to one (io_uring punts buffered writes of regular files, and splices, to workers);
+ * - any other completion (by the submitter, its task_work or the SQPOLL thread) is of a request in the ring's
+ *   batch, submit_state.compl_reqs, posted with this tracepoint each. Those requests are taken down at submission
+ *   (io_uring_submit_sqe passes the request in that io_uring) when they may open a file for writing or write a
+ *   cgroup v1 file, and each is reported once, by whoever deletes it from ew_uring_pending; a batch has as many
+ *   completions as requests, so finding one per completion finds them all. */
+struct io_kiocb___v515 {
+	struct io_open open;
+	__u32 result;
+	__u32 unused_pad; /* never read: explicit padding for -Wpadded */
+	__u64 user_data;
+} __attribute__((preserve_access_index));
+
+#define EW_URING_BATCH 32 /* IO_COMPL_BATCH */
+
+struct io_submit_state___v515 {
+	struct io_kiocb *compl_reqs[EW_URING_BATCH];
+	unsigned int compl_nr;
+	unsigned int unused_pad; /* never read: explicit padding for -Wpadded */
+} __attribute__((preserve_access_index));
+
+struct io_ring_ctx___v515 {
+	struct io_submit_state___v515 submit_state;
+} __attribute__((preserve_access_index));
+
+struct task_struct___v515 {
+	void *pf_io_worker;
+} __attribute__((preserve_access_index));
+
+/* Requests that may open or write a cgroup file, from submission to completion: request -> ring. A request
+ * that completes where it is not looked for stays until its memory carries another request (the kernel
+ * recycles them quickly). Full (a flood of requests in flight), a request is counted, as EW_COUNTER_UNTRACKED:
+ * one completed inline would be missed (one completed by a worker is found without this table). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} ew_uring_pending SEC(".maps");
+
+/* How many requests ew_uring_pending holds: while none, a completion leaves at one load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ew_uring_pending_count SEC(".maps");
+
+/* ew_uring_followed: request req may open a file for writing, or write a cgroup v1 file. At submission its file
+ * and its open's flags (a kernel copy) are set. */
+static __always_inline int ew_uring_followed(struct io_kiocb *req, __u8 opcode)
+{
+	if (ew_uring_writes(opcode)) {
+		struct file *file = BPF_CORE_READ(req, file);
+		return file && BPF_CORE_READ(file, f_path.dentry, d_sb, s_magic) == CGROUP_SUPER_MAGIC;
+	}
+	if (ew_uring_opens(opcode)) {
+		struct io_kiocb___v515 *old = (void *)req;
+		__u64 flags = BPF_CORE_READ(old, open.how.flags);
+		return ((flags + 1) & EW_FMODE_WRITE) != 0; /* OPEN_FMODE: the file would be open for writing */
+	}
+	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_sqe")
+int ew_io_uring_submit_sqe(__u64 *ctx)
+{
+	__u64 ring = ctx[0], req = ctx[1];
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&ew_uring_pending_count, &zero);
+	if (!count)
+		return 0;
+	if (!ew_uring_followed((struct io_kiocb *)req, (__u8)ctx[2])) {
+		/* The memory of a request that completed unseen now carries this one. */
+		if (*count && bpf_map_delete_elem(&ew_uring_pending, &req) == 0)
+			__sync_fetch_and_add(count, -1);
+		return 0;
+	}
+	long err = bpf_map_update_elem(&ew_uring_pending, &req, &ring, BPF_NOEXIST);
+	if (err == 0)
+		__sync_fetch_and_add(count, 1);
+	else if (err != -EW_EEXIST)
+		ew_count(EW_COUNTER_UNTRACKED);
+	return 0;
+}
+
+struct ew_uring_scan {
+	__u64 ring;
+	__u64 found; /* a request taken down, now deleted from ew_uring_pending */
+	__u64 n;     /* requests in the batch */
+};
+
+static long ew_uring_scan_step(__u64 i, void *data)
+{
+	struct ew_uring_scan *scan = data;
+	if (i >= scan->n)
+		return 1;
+	__u64 req = 0;
+	bpf_probe_read_kernel(&req, sizeof(req),
+			      (void *)scan->ring + bpf_core_field_offset(struct io_ring_ctx___v515, submit_state.compl_reqs) +
+				      i * sizeof(req));
+	if (req && bpf_map_delete_elem(&ew_uring_pending, &req) == 0) {
+		scan->found = req;
+		return 1;
+	}
+	return 0;
+}
+EW_LOOP_STEP(ew_uring_scan_step)
+
+SEC("tp_btf/io_uring_complete")
+int ew_io_uring_complete(__u64 *ctx)
+{
+	__u64 ring = ctx[0], req = 0;
+	int res = (int)ctx[2];
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&ew_uring_pending_count, &zero);
+	if (!count)
+		return 0;
+	struct task_struct___v515 *task = (void *)bpf_get_current_task();
+	struct io_worker *worker = BPF_CORE_READ(task, pf_io_worker);
+	if (worker) {
+		/* Found without ew_uring_pending, so no flood of requests in flight hides it. The user_data test
+		 * keeps the completions a worker posts for other requests (a failed link's) from reporting it again. */
+		struct io_wq_work *work = BPF_CORE_READ(worker, cur_work);
+		if (!work)
+			return 0;
+		req = (__u64)work - bpf_core_field_offset(struct io_kiocb, work);
+		struct io_kiocb *r = (struct io_kiocb *)req;
+		__u8 opcode = BPF_CORE_READ(r, opcode);
+		if (!ew_uring_writes(opcode) && !ew_uring_opens(opcode))
+			return 0;
+		if ((__u64)BPF_CORE_READ(r, ctx) != ring || BPF_CORE_READ((struct io_kiocb___v515 *)r, user_data) != ctx[1])
+			return 0;
+		if (*count && bpf_map_delete_elem(&ew_uring_pending, &req) == 0)
+			__sync_fetch_and_add(count, -1);
+		ew_io_uring_done(r, (struct io_ring_ctx *)ring, opcode, res,
+				 (void *)req + bpf_core_field_offset(struct io_kiocb___v515, open));
+		return 0;
+	}
+	if (!*count)
+		return 0; /* the hot path: no request taken down at submission is in flight */
+	struct io_ring_ctx___v515 *rctx = (void *)ring;
+	__u32 n = BPF_CORE_READ(rctx, submit_state.compl_nr);
+	struct ew_uring_scan scan = {.ring = ring, .n = n < EW_URING_BATCH ? n : EW_URING_BATCH};
+	EW_LOOP(EW_URING_BATCH, ew_uring_scan_step, &scan);
+	req = scan.found;
+	if (!req)
+		return 0;
+	__sync_fetch_and_add(count, -1);
+	struct io_kiocb *r = (struct io_kiocb *)req;
+	ew_io_uring_done(r, (struct io_ring_ctx *)ring, BPF_CORE_READ(r, opcode),
+			 (int)BPF_CORE_READ((struct io_kiocb___v515 *)req, result),
+			 (void *)req + bpf_core_field_offset(struct io_kiocb___v515, open));
+	return 0;
+}
+#endif

@@ -157,6 +157,7 @@ func runSensor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		KernelOverBudget:  func() uint64 { return sensorStat(live.Load()).KernelOverBudget },
 		KernelRepeated:    func() uint64 { return sensorStat(live.Load()).KernelRepeated },
 		KernelMissed:      func() uint64 { return sensorStat(live.Load()).KernelMissed },
+		KernelUntracked:   func() uint64 { return sensorStat(live.Load()).KernelUntracked },
 		Undecodable:       func() uint64 { return sensorStat(live.Load()).DecodeErrors },
 		Sinks:             func() []metrics.SinkStats { return sinkStats(out.Stats()) },
 		Stages:            func() []metrics.StageStats { return stageStats(pipe.Load()) },
@@ -305,6 +306,7 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 		"records", ss.Records, "kernel_emitted", ss.KernelEmitted, "kernel_dropped", ss.KernelDropped,
 		"kernel_over_budget", ss.KernelOverBudget, "kernel_repeated", ss.KernelRepeated,
 		"kernel_kills_failed", ss.KernelKillsFailed, "kernel_programs_missed", ss.KernelMissed,
+		"kernel_io_uring_untracked", ss.KernelUntracked,
 		"decode_errors", ss.DecodeErrors, "renames_not_agent", ss.Filtered, "events", es.Events,
 	}
 	for id, rs := range es.Rules {
@@ -320,7 +322,7 @@ func logStats(log *slog.Logger, ss sensor.Stats, es rule.Stats, stages []pipelin
 		lost = lost || st.Dropped > 0
 	}
 	level := slog.LevelInfo
-	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 || ss.KernelMissed > 0 || lost {
+	if ss.KernelDropped > 0 || ss.DecodeErrors > 0 || ss.KernelKillsFailed > 0 || ss.KernelOverBudget > 0 || ss.KernelMissed > 0 || ss.KernelUntracked > 0 || lost {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "sensor stopped", attrs...)

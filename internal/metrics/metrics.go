@@ -38,6 +38,7 @@ type Sources struct {
 	KernelEmitted, KernelDropped, Undecodable func() uint64
 	KernelKillsFailed, KernelOverBudget       func() uint64
 	KernelRepeated, KernelMissed              func() uint64
+	KernelUntracked                           func() uint64
 	Sinks                                     func() []SinkStats
 	Stages                                    func() []StageStats
 	EnrichHits, EnrichMisses, EnrichErrors    func() uint64
@@ -240,6 +241,7 @@ var (
 	kernelDroppedDesc = prometheus.NewDesc("escapewatch_kernel_records_dropped_total", "Records lost in the kernel because the ring buffer was full.", nil, nil)
 	overBudgetDesc    = prometheus.NewDesc("escapewatch_kernel_records_over_budget_total", "Records not sent because their origin (a cgroup) exceeded its budget; each origin's losses are also an EW-1005 finding.", nil, nil)
 	missedDesc        = prometheus.NewDesc("escapewatch_kernel_programs_missed_total", "Runs of the sensor's programs the kernel skipped at their hooks (a program already running on the CPU; kprobe misses from Linux 6.7): what they would have recorded is lost.", nil, nil)
+	untrackedDesc     = prometheus.NewDesc("escapewatch_kernel_io_uring_untracked_total", "io_uring requests the tracepoint backend could not follow from submission to completion (kernels before 5.17: its table of requests in flight full): an open or write of release_agent among them is lost.", nil, nil)
 	repeatedDesc      = prometheus.NewDesc("escapewatch_kernel_records_repeated_total", "Records not sent because their origin exceeded its budget, that repeated the origin's last record sent (nothing new lost); counted in EW-1005 findings too.", nil, nil)
 	killsFailedDesc   = prometheus.NewDesc("escapewatch_kernel_kills_failed_total", "--enforce kills the kernel refused to send (their findings say alert).", nil, nil)
 	undecodableDesc   = prometheus.NewDesc("escapewatch_records_undecodable_total", "Kernel records that could not be decoded.", nil, nil)
@@ -254,7 +256,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, overBudgetDesc, repeatedDesc, missedDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
+	for _, d := range []*prometheus.Desc{kernelEmittedDesc, kernelDroppedDesc, overBudgetDesc, repeatedDesc, missedDesc, untrackedDesc, killsFailedDesc, undecodableDesc, deliveredDesc, failedDesc,
 		droppedDesc, spoolEntriesDesc, spoolBytesDesc, enrichDesc, stageQueuedDesc, stageShedDesc} {
 		ch <- d
 	}
@@ -271,6 +273,7 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(overBudgetDesc, c.src.KernelOverBudget)
 	counter(repeatedDesc, c.src.KernelRepeated)
 	counter(missedDesc, c.src.KernelMissed)
+	counter(untrackedDesc, c.src.KernelUntracked)
 	counter(killsFailedDesc, c.src.KernelKillsFailed)
 	counter(undecodableDesc, c.src.Undecodable)
 	counter(enrichDesc, c.src.EnrichHits, "hit")

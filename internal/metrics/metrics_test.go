@@ -34,6 +34,7 @@ func TestEndpoints(t *testing.T) {
 		KernelOverBudget:  func() uint64 { return 9 },
 		KernelRepeated:    func() uint64 { return 11 },
 		KernelMissed:      func() uint64 { return 13 },
+		KernelUntracked:   func() uint64 { return 14 },
 		Stages:            func() []StageStats { return []StageStats{{Name: "rules", Queued: 3, Shed: 4}} },
 		Sinks: func() []SinkStats {
 			return []SinkStats{{Name: "webhook", Delivered: 3, Failed: 2, Dropped: 1, SpoolEntries: 4, SpoolBytes: 4096}}
@@ -71,6 +72,7 @@ func TestEndpoints(t *testing.T) {
 		`escapewatch_kernel_records_over_budget_total 9`,
 		`escapewatch_kernel_records_repeated_total 11`,
 		`escapewatch_kernel_programs_missed_total 13`,
+		`escapewatch_kernel_io_uring_untracked_total 14`,
 		`escapewatch_pipeline_queued{stage="rules"} 3`,
 		`escapewatch_pipeline_shed_total{stage="rules"} 4`,
 		`escapewatch_kernel_records_total 7`,

@@ -36,7 +36,18 @@ type backend struct {
 	refuses bool
 	// preflight checks a precondition that loading alone would not reveal (nil: none).
 	preflight func() error
+	// build says which objects the kernel needs whatever helpers it has (nil: buildAny).
+	build func() objectsBuild
 }
+
+// objectsBuild is which of a backend's two builds suits a kernel.
+type objectsBuild int
+
+const (
+	buildAny     objectsBuild = iota // the regular objects, the legacy ones where helpers are missing
+	buildRegular                     // only the regular objects
+	buildLegacy                      // only the legacy objects (they run on newer kernels too)
+)
 
 // objects is a backend's bpf2go-generated xxxObjects, whose fields are its programs, maps and variables by
 // name: a program or map renamed in bpf/ is a compile error here, not a failure at load time.
@@ -175,8 +186,9 @@ var backends = []backend{
 		name:      BackendTracepoint,
 		objects:   func() objects { return new(tracepointObjects) },
 		legacy:    func() objects { return new(tracepointLegacyObjects) },
-		needs:     "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y and an io_uring_complete tracepoint that passes the request",
-		preflight: ioUringCompletePassesRequest,
+		needs:     "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y, and io_uring tracepoints that pass the request (Linux 5.15's io_uring or later)",
+		preflight: func() error { _, err := probeIoUringTracing(); return err },
+		build:     tracepointBuild,
 	},
 }
 
@@ -339,13 +351,20 @@ func (*tracepointLegacyObjects) config(spec *ebpf.CollectionSpec) (configSpecs, 
 	return configSpecs(v), err
 }
 
-func (o *tracepointLegacyObjects) regular() *tracepointObjects {
-	return &tracepointObjects{tracepointPrograms: tracepointPrograms(o.tracepointLegacyPrograms),
-		tracepointMaps: tracepointMaps(o.tracepointLegacyMaps)}
+// The legacy tracepoint objects differ from the regular ones: before 5.17 io_uring_complete passes no request,
+// so they follow io_uring requests from their submission (bpf/tracepoint.bpf.c).
+func (o *tracepointLegacyObjects) shared() sharedMaps {
+	return sharedMaps{events: o.EwEvents, helperEvents: o.EwHelperEvents, counters: o.EwCounters, enforceAllowed: o.EwEnforceAllowed, agentValues: o.EwAgentValues,
+		agentSetters: o.EwAgentSetters, hostAgents: o.EwHostAgents, origins: o.EwOrigins}
 }
 
-func (o *tracepointLegacyObjects) shared() sharedMaps { return o.regular().shared() }
-func (o *tracepointLegacyObjects) hooks() []hook      { return o.regular().hooks() }
+func (o *tracepointLegacyObjects) hooks() []hook {
+	return append([]hook{
+		{prog: o.EwSysExit, point: "tp_btf/sys_exit", attach: attachTracing},
+		{prog: o.EwIoUringSubmitSqe, point: "tp_btf/io_uring_submit_sqe", attach: attachTracing},
+		{prog: o.EwIoUringComplete, point: "tp_btf/io_uring_complete", attach: attachTracing},
+	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
+}
 
 // BackendNames lists the accepted --backend values.
 func BackendNames() []string {
@@ -390,33 +409,134 @@ func bpfLSMActive() error {
 	return fmt.Errorf("the bpf LSM is not active (%s: %s)", lsmFile, strings.TrimSpace(string(list)))
 }
 
-// ioUringCompletePassesRequest: the tracepoint backend sees opens and writes made through io_uring at the
-// io_uring_complete tracepoint, in the request it passes. Older kernels' tracepoint (Debian 11's 5.10) passes only
-// the request's user_data: the backend would not see them, so it is refused there, as the kernel's BTF says.
-func ioUringCompletePassesRequest() error {
+// ioUringTracing is how the kernel's io_uring tracepoints let the tracepoint backend see opens and writes made
+// through io_uring, which pass through no syscall.
+type ioUringTracing int
+
+const (
+	// ioUringAtCompletion: io_uring_complete passes the request (Linux 5.17 and later): the regular objects.
+	ioUringAtCompletion ioUringTracing = iota
+	// ioUringFromSubmission: io_uring_complete passes only the request's user_data, which its submitter chooses;
+	// io_uring_submit_sqe passes the request, and the kernel's io_uring is 5.15's (Debian 11's 5.10 since
+	// 5.10.162, Linux 5.15): the legacy objects take requests down at submission and find them at completion.
+	ioUringFromSubmission
+)
+
+// probeIoUringTracing reads the io_uring tracepoints' prototypes and the fields the legacy objects read in the
+// kernel's BTF. A kernel whose BTF cannot be read or that has no io_uring tracepoint is left to the load, which
+// says what is missing.
+func probeIoUringTracing() (ioUringTracing, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return nil // the load says what is missing
+		return ioUringAtCompletion, nil
 	}
+	return ioUringTracingOf(spec)
+}
+
+// ioUringTracingOf is probeIoUringTracing on the kernel whose BTF is spec.
+func ioUringTracingOf(spec *btf.Spec) (ioUringTracing, error) {
+	complete, ok := tracepointParams(spec, "io_uring_complete")
+	if !ok {
+		return ioUringAtCompletion, nil
+	}
+	// (void *__data, ctx, req, ...): the request is the third, a pointer; before 5.17 the user_data, a u64.
+	if len(complete) >= 3 && isPointer(complete[2].Type) {
+		return ioUringAtCompletion, nil
+	}
+	const refused = "the kernel's io_uring_complete tracepoint does not pass the request (only its user_data)"
+	const fix = "so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose io_uring is 5.15's or later"
+	if submit, ok := tracepointParams(spec, "io_uring_submit_sqe"); !ok || len(submit) < 3 || !isPointer(submit[2].Type) {
+		return 0, fmt.Errorf("%s, nor does io_uring_submit_sqe, %s", refused, fix)
+	}
+	var missing []string
+	for _, f := range []struct{ typ, member string }{
+		{"task_struct", "pf_io_worker"}, {"io_worker", "cur_work"}, {"io_ring_ctx", "submit_state"},
+		{"io_submit_state", "compl_reqs"}, {"io_submit_state", "compl_nr"}, {"io_kiocb", "work"},
+		{"io_kiocb", "result"}, {"io_kiocb", "user_data"}, {"io_kiocb", "open"}, {"io_open", "file_slot"},
+	} {
+		if !hasMember(spec, f.typ, f.member) {
+			missing = append(missing, f.typ+"."+f.member)
+		}
+	}
+	var batch *btf.Struct
+	if spec.TypeByName("io_submit_state", &batch) == nil && !memberIsArray(batch, "compl_reqs") {
+		missing = append(missing, "io_submit_state.compl_reqs as an array")
+	}
+	if len(missing) > 0 {
+		return 0, fmt.Errorf("%s, and its io_uring is not the one escapewatch follows requests in from their submission (it lacks %s), %s",
+			refused, strings.Join(missing, ", "), fix)
+	}
+	return ioUringFromSubmission, nil
+}
+
+// tracepointParams returns the parameters of the BTF prototype of tracepoint name (btf_trace_<name>).
+func tracepointParams(spec *btf.Spec, name string) ([]btf.FuncParam, bool) {
 	var tp *btf.Typedef
-	if err := spec.TypeByName("btf_trace_io_uring_complete", &tp); err != nil {
-		return nil // no such tracepoint: the load says so
+	if err := spec.TypeByName("btf_trace_"+name, &tp); err != nil {
+		return nil, false
 	}
 	ptr, ok := btf.UnderlyingType(tp.Type).(*btf.Pointer)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	proto, ok := btf.UnderlyingType(ptr.Target).(*btf.FuncProto)
 	if !ok {
-		return nil
+		return nil, false
 	}
-	// (void *__data, ctx, req, ...): the third is the request, a pointer.
-	if len(proto.Params) >= 3 {
-		if _, ok := btf.UnderlyingType(proto.Params[2].Type).(*btf.Pointer); ok {
-			return nil
+	return proto.Params, true
+}
+
+func isPointer(t btf.Type) bool {
+	_, ok := btf.UnderlyingType(t).(*btf.Pointer)
+	return ok
+}
+
+// hasMember says whether struct typ has member, directly or in an anonymous struct or union (as CO-RE finds it).
+func hasMember(spec *btf.Spec, typ, member string) bool {
+	var s *btf.Struct
+	if err := spec.TypeByName(typ, &s); err != nil {
+		return false
+	}
+	return findMember(s.Members, member) != nil
+}
+
+func findMember(members []btf.Member, name string) *btf.Member {
+	for i, m := range members {
+		if m.Name == name {
+			return &members[i]
+		}
+		if m.Name != "" {
+			continue
+		}
+		switch inner := btf.UnderlyingType(m.Type).(type) {
+		case *btf.Struct:
+			if found := findMember(inner.Members, name); found != nil {
+				return found
+			}
+		case *btf.Union:
+			if found := findMember(inner.Members, name); found != nil {
+				return found
+			}
 		}
 	}
-	return errors.New("the kernel's io_uring_complete tracepoint does not pass the request (only its user_data), so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose tracepoint passes it (Linux 5.17 and later do)")
+	return nil
+}
+
+func memberIsArray(s *btf.Struct, name string) bool {
+	m := findMember(s.Members, name)
+	if m == nil {
+		return false
+	}
+	_, ok := btf.UnderlyingType(m.Type).(*btf.Array)
+	return ok
+}
+
+// tracepointBuild: the tracepoint backend's objects follow io_uring as the kernel's tracepoints allow.
+func tracepointBuild() objectsBuild {
+	if mode, err := probeIoUringTracing(); err == nil && mode == ioUringFromSubmission {
+		return buildLegacy
+	}
+	return buildRegular
 }
 
 // errNotAvailable wraps why a backend cannot run on this kernel.

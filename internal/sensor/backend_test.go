@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 
 	"escapewatch/internal/testutil"
 )
@@ -71,16 +72,45 @@ func TestHooksBySettings(t *testing.T) {
 // program (none is loaded without ever being attached). Program names themselves are checked by the compiler.
 func TestBackendObjects(t *testing.T) {
 	for _, b := range backends {
-		objs := b.objects()
-		spec, err := objs.spec()
-		if err != nil {
-			t.Fatalf("%s: %v", b.name, err)
+		for build, objs := range map[string]objects{"regular": b.objects(), "legacy": b.legacy()} {
+			spec, err := objs.spec()
+			if err != nil {
+				t.Fatalf("%s %s: %v", b.name, build, err)
+			}
+			if _, err := objs.config(spec); err != nil {
+				t.Errorf("%s %s: settings: %v", b.name, build, err)
+			}
+			if hooks := objs.hooks(); len(hooks) != len(spec.Programs) {
+				t.Errorf("%s %s: %d hooks for %d programs in the object", b.name, build, len(hooks), len(spec.Programs))
+			}
 		}
-		if _, err := objs.config(spec); err != nil {
-			t.Errorf("%s: settings: %v", b.name, err)
-		}
-		if hooks := objs.hooks(); len(hooks) != len(spec.Programs) {
-			t.Errorf("%s: %d hooks for %d programs in the object", b.name, len(hooks), len(spec.Programs))
+	}
+}
+
+// TestIoUringTracingThisKernel: this kernel's io_uring_complete passes the request (Linux 5.17 and later), so the
+// tracepoint backend takes its regular objects. The matrix's 5.10 cells run the other case for real.
+func TestIoUringTracingThisKernel(t *testing.T) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("no kernel BTF here: %v", err)
+	}
+	mode, err := ioUringTracingOf(spec)
+	if err != nil || mode != ioUringAtCompletion {
+		t.Errorf("io_uring tracing %v, error %v; want at completion", mode, err)
+	}
+	if got := tracepointBuild(); got != buildRegular {
+		t.Errorf("tracepoint build %v, want regular", got)
+	}
+	// Members inside anonymous unions are found as CO-RE finds them: io_kiocb's file is in one.
+	for _, tc := range []struct {
+		typ, member string
+		want        bool
+	}{
+		{"io_kiocb", "file", true}, {"io_kiocb", "opcode", true}, {"io_kiocb", "no_such_member", false},
+		{"no_such_struct", "file", false},
+	} {
+		if got := hasMember(spec, tc.typ, tc.member); got != tc.want {
+			t.Errorf("hasMember(%s, %s) = %v, want %v", tc.typ, tc.member, got, tc.want)
 		}
 	}
 }

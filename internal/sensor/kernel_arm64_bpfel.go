@@ -29,7 +29,8 @@ const (
 	kernelEwCounterEW_COUNTER_KILL_FAILED kernelEwCounter = 2
 	kernelEwCounterEW_COUNTER_LOST_RATE   kernelEwCounter = 3
 	kernelEwCounterEW_COUNTER_REPEATED    kernelEwCounter = 4
-	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 5
+	kernelEwCounterEW_COUNTER_UNTRACKED   kernelEwCounter = 5
+	kernelEwCounterEW_COUNTER_MAX         kernelEwCounter = 6
 )
 
 type kernelEwFact uint32

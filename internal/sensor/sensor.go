@@ -77,10 +77,12 @@ type Sensor struct {
 // refused to send (those records say alert). KernelMissed are the times the kernel skipped one of the sensor's
 // programs at its hook, so that whatever it would have recorded is lost: a program already running on that CPU
 // (an interrupt in the middle of one), or a kprobe hit while another kprobe ran (reported from Linux 6.7).
+// KernelUntracked are io_uring requests the tracepoint backend could not follow from submission to completion
+// (before Linux 5.17: its table of requests in flight was full), so that an open or write among them is lost.
 type Stats struct {
 	Records, DecodeErrors, Filtered                                   uint64
 	KernelEmitted, KernelDropped, KernelOverBudget, KernelKillsFailed uint64
-	KernelRepeated, KernelMissed                                      uint64
+	KernelRepeated, KernelMissed, KernelUntracked                     uint64
 }
 
 // Open loads and attaches the configured backend. With "auto" it tries the backends best first and keeps the
@@ -177,6 +179,23 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 // loadBackend loads b's programs or, on a kernel that lacks a helper they call, the same programs built without
 // the newer helpers (EW_LEGACY in bpf/kernel.h: bounded loops, the registers from the task's stack).
 func loadBackend(b *backend, cfg Config, log *slog.Logger) (objects, error) {
+	build := buildAny
+	if b.build != nil {
+		build = b.build()
+	}
+	if build == buildLegacy {
+		legacy := b.legacy()
+		spec, err := loadObjects(legacy, cfg)
+		if err != nil {
+			if spec == nil {
+				return nil, err
+			}
+			return nil, loadError(err)
+		}
+		log.Info("the kernel's io_uring tracepoints pass no request at completion: loaded the programs that follow requests from their submission",
+			"backend", b.name)
+		return legacy, nil
+	}
 	objs := b.objects()
 	spec, err := loadObjects(objs, cfg)
 	if err == nil {
@@ -191,6 +210,10 @@ func loadBackend(b *backend, cfg Config, log *slog.Logger) (objects, error) {
 	missing, perr := missingHelpers(spec)
 	if perr != nil || len(missing) == 0 {
 		return nil, loadError(err)
+	}
+	if build == buildRegular {
+		return nil, fmt.Errorf("%w: %w, and the programs built without them do not suit this kernel's io_uring tracepoints", errNotAvailable,
+			missingHelpersError(missing))
 	}
 	legacy := b.legacy()
 	legacySpec, err := loadObjects(legacy, cfg)
@@ -416,6 +439,7 @@ func (s *Sensor) readKernelCounters(st *Stats) {
 	st.KernelOverBudget, _ = s.counter(kernelEwCounterEW_COUNTER_LOST_RATE)
 	st.KernelRepeated, _ = s.counter(kernelEwCounterEW_COUNTER_REPEATED)
 	st.KernelMissed = s.programsMissed()
+	st.KernelUntracked, _ = s.counter(kernelEwCounterEW_COUNTER_UNTRACKED)
 }
 
 // programsMissed sums what the kernel reports as skipped runs of the sensor's programs: each program's recursion
@@ -463,7 +487,7 @@ func (s *Sensor) counter(idx kernelEwCounter) (uint64, error) {
 func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last, lastMissed uint64
+	var last, lastMissed, lastUntracked uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -482,6 +506,11 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 				s.log.Warn("the kernel skipped the sensor's programs (recursion or kprobe misses): what they would have recorded is lost",
 					"missed", m-lastMissed, "missed_total", m)
 				lastMissed = m
+			}
+			if u, err := s.counter(kernelEwCounterEW_COUNTER_UNTRACKED); err == nil && u > lastUntracked {
+				s.log.Warn("io_uring requests in flight beyond what the tracepoint backend follows: an open or write of release_agent among them is lost",
+					"untracked", u-lastUntracked, "untracked_total", u)
+				lastUntracked = u
 			}
 		}
 	}

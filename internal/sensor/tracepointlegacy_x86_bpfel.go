@@ -162,11 +162,14 @@ const (
 	tracepointLegacyMapEwOrigins            = "ew_origins"
 	tracepointLegacyMapEwPathScratch        = "ew_path_scratch"
 	tracepointLegacyMapEwRecordScratch      = "ew_record_scratch"
+	tracepointLegacyMapEwUringPending       = "ew_uring_pending"
+	tracepointLegacyMapEwUringPendingCount  = "ew_uring_pending_count"
 	tracepointLegacyMapEwWireScratch        = "ew_wire_scratch"
 	tracepointLegacyProgEwCgroupDestroyRoot = "ew_cgroup_destroy_root"
 	tracepointLegacyProgEwCgroupRemount     = "ew_cgroup_remount"
 	tracepointLegacyProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
 	tracepointLegacyProgEwIoUringComplete   = "ew_io_uring_complete"
+	tracepointLegacyProgEwIoUringSubmitSqe  = "ew_io_uring_submit_sqe"
 	tracepointLegacyProgEwSchedProcessExec  = "ew_sched_process_exec"
 	tracepointLegacyProgEwSysExit           = "ew_sys_exit"
 	tracepointLegacyVarAnyFs                = "any_fs"
@@ -222,6 +225,7 @@ type tracepointLegacyProgramSpecs struct {
 	EwCgroupRemount     *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
 	EwIoUringComplete   *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
+	EwIoUringSubmitSqe  *ebpf.ProgramSpec `ebpf:"ew_io_uring_submit_sqe"`
 	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 	EwSysExit           *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
 }
@@ -230,20 +234,22 @@ type tracepointLegacyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointLegacyMapSpecs struct {
-	EwAgentSetters   *ebpf.MapSpec `ebpf:"ew_agent_setters"`
-	EwAgentValues    *ebpf.MapSpec `ebpf:"ew_agent_values"`
-	EwCounters       *ebpf.MapSpec `ebpf:"ew_counters"`
-	EwEnforceAllowed *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
-	EwEvents         *ebpf.MapSpec `ebpf:"ew_events"`
-	EwHashScratch    *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
-	EwHelperEvents   *ebpf.MapSpec `ebpf:"ew_helper_events"`
-	EwHostAgents     *ebpf.MapSpec `ebpf:"ew_host_agents"`
-	EwKernfsFops     *ebpf.MapSpec `ebpf:"ew_kernfs_fops"`
-	EwLoopScratch    *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
-	EwOrigins        *ebpf.MapSpec `ebpf:"ew_origins"`
-	EwPathScratch    *ebpf.MapSpec `ebpf:"ew_path_scratch"`
-	EwRecordScratch  *ebpf.MapSpec `ebpf:"ew_record_scratch"`
-	EwWireScratch    *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
+	EwAgentSetters      *ebpf.MapSpec `ebpf:"ew_agent_setters"`
+	EwAgentValues       *ebpf.MapSpec `ebpf:"ew_agent_values"`
+	EwCounters          *ebpf.MapSpec `ebpf:"ew_counters"`
+	EwEnforceAllowed    *ebpf.MapSpec `ebpf:"ew_enforce_allowed"`
+	EwEvents            *ebpf.MapSpec `ebpf:"ew_events"`
+	EwHashScratch       *ebpf.MapSpec `ebpf:"ew_hash_scratch"`
+	EwHelperEvents      *ebpf.MapSpec `ebpf:"ew_helper_events"`
+	EwHostAgents        *ebpf.MapSpec `ebpf:"ew_host_agents"`
+	EwKernfsFops        *ebpf.MapSpec `ebpf:"ew_kernfs_fops"`
+	EwLoopScratch       *ebpf.MapSpec `ebpf:"ew_loop_scratch"`
+	EwOrigins           *ebpf.MapSpec `ebpf:"ew_origins"`
+	EwPathScratch       *ebpf.MapSpec `ebpf:"ew_path_scratch"`
+	EwRecordScratch     *ebpf.MapSpec `ebpf:"ew_record_scratch"`
+	EwUringPending      *ebpf.MapSpec `ebpf:"ew_uring_pending"`
+	EwUringPendingCount *ebpf.MapSpec `ebpf:"ew_uring_pending_count"`
+	EwWireScratch       *ebpf.MapSpec `ebpf:"ew_wire_scratch"`
 }
 
 // tracepointLegacyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -277,20 +283,22 @@ func (o *tracepointLegacyObjects) Close() error {
 //
 // It can be passed to loadTracepointLegacyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointLegacyMaps struct {
-	EwAgentSetters   *ebpf.Map `ebpf:"ew_agent_setters"`
-	EwAgentValues    *ebpf.Map `ebpf:"ew_agent_values"`
-	EwCounters       *ebpf.Map `ebpf:"ew_counters"`
-	EwEnforceAllowed *ebpf.Map `ebpf:"ew_enforce_allowed"`
-	EwEvents         *ebpf.Map `ebpf:"ew_events"`
-	EwHashScratch    *ebpf.Map `ebpf:"ew_hash_scratch"`
-	EwHelperEvents   *ebpf.Map `ebpf:"ew_helper_events"`
-	EwHostAgents     *ebpf.Map `ebpf:"ew_host_agents"`
-	EwKernfsFops     *ebpf.Map `ebpf:"ew_kernfs_fops"`
-	EwLoopScratch    *ebpf.Map `ebpf:"ew_loop_scratch"`
-	EwOrigins        *ebpf.Map `ebpf:"ew_origins"`
-	EwPathScratch    *ebpf.Map `ebpf:"ew_path_scratch"`
-	EwRecordScratch  *ebpf.Map `ebpf:"ew_record_scratch"`
-	EwWireScratch    *ebpf.Map `ebpf:"ew_wire_scratch"`
+	EwAgentSetters      *ebpf.Map `ebpf:"ew_agent_setters"`
+	EwAgentValues       *ebpf.Map `ebpf:"ew_agent_values"`
+	EwCounters          *ebpf.Map `ebpf:"ew_counters"`
+	EwEnforceAllowed    *ebpf.Map `ebpf:"ew_enforce_allowed"`
+	EwEvents            *ebpf.Map `ebpf:"ew_events"`
+	EwHashScratch       *ebpf.Map `ebpf:"ew_hash_scratch"`
+	EwHelperEvents      *ebpf.Map `ebpf:"ew_helper_events"`
+	EwHostAgents        *ebpf.Map `ebpf:"ew_host_agents"`
+	EwKernfsFops        *ebpf.Map `ebpf:"ew_kernfs_fops"`
+	EwLoopScratch       *ebpf.Map `ebpf:"ew_loop_scratch"`
+	EwOrigins           *ebpf.Map `ebpf:"ew_origins"`
+	EwPathScratch       *ebpf.Map `ebpf:"ew_path_scratch"`
+	EwRecordScratch     *ebpf.Map `ebpf:"ew_record_scratch"`
+	EwUringPending      *ebpf.Map `ebpf:"ew_uring_pending"`
+	EwUringPendingCount *ebpf.Map `ebpf:"ew_uring_pending_count"`
+	EwWireScratch       *ebpf.Map `ebpf:"ew_wire_scratch"`
 }
 
 func (m *tracepointLegacyMaps) Close() error {
@@ -308,6 +316,8 @@ func (m *tracepointLegacyMaps) Close() error {
 		m.EwOrigins,
 		m.EwPathScratch,
 		m.EwRecordScratch,
+		m.EwUringPending,
+		m.EwUringPendingCount,
 		m.EwWireScratch,
 	)
 }
@@ -331,6 +341,7 @@ type tracepointLegacyPrograms struct {
 	EwCgroupRemount     *ebpf.Program `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot   *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
 	EwIoUringComplete   *ebpf.Program `ebpf:"ew_io_uring_complete"`
+	EwIoUringSubmitSqe  *ebpf.Program `ebpf:"ew_io_uring_submit_sqe"`
 	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 	EwSysExit           *ebpf.Program `ebpf:"ew_sys_exit"`
 }
@@ -341,6 +352,7 @@ func (p *tracepointLegacyPrograms) Close() error {
 		p.EwCgroupRemount,
 		p.EwCgroupSetupRoot,
 		p.EwIoUringComplete,
+		p.EwIoUringSubmitSqe,
 		p.EwSchedProcessExec,
 		p.EwSysExit,
 	)

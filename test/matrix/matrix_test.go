@@ -34,17 +34,12 @@ var backendsOf = map[string][]string{
 // trampolinesRefused is what lsm and fentry must say on arm64 before Linux 6.4, which has no ftrace direct calls.
 const trampolinesRefused = "the kernel cannot attach BPF trampolines to kernel functions"
 
-// ioUringRefused is what the tracepoint backend must say on Debian 11's 5.10, whose io_uring_complete tracepoint
-// does not pass the request: it would not see opens and writes made through io_uring (the hook backends do).
-const ioUringRefused = "the kernel's io_uring_complete tracepoint does not pass the request (only its user_data)"
-
 // refusals are the cells ("kernel/backend") where the backend is refused, with what the refusal must say (found
 // by probing the kernel): there a cell checks that the sensor refuses cleanly, names what the kernel lacks and
 // the fix, instead of running the suite; where every backend of a kernel is refused, `auto` must refuse too. A row
 // goes when the backend works there; a cell not listed runs the suite, and a refusal there fails it.
 var refusals = map[string]string{
-	"debian-5.10/tracepoint": ioUringRefused,
-	"debian-6.1-arm64/lsm":   trampolinesRefused, "debian-6.1-arm64/fentry": trampolinesRefused,
+	"debian-6.1-arm64/lsm": trampolinesRefused, "debian-6.1-arm64/fentry": trampolinesRefused,
 }
 
 // everyBackendRefused says whether each of kernel's cells is a refusal.

@@ -110,6 +110,12 @@ func act(method, path string, rest []string) error {
 		return ioUringOpen(path, false)
 	case "iouring-fixed":
 		return ioUringOpen(path, true)
+	case "iouring-decoys": // iouring-decoys PATH: open and write PATH with io_uring, among no-ops of the same user_data
+		return ioUringDecoys(path, false)
+	case "iouring-async": // iouring-async PATH: the same, every request in an io-wq worker
+		return ioUringDecoys(path, true)
+	case "iouring-flood": // iouring-flood PATH: the same, with 20000 requests held in flight meanwhile
+		return ioUringFlood(path)
 	case "fsconfig": // fsconfig PATH(ignored) NAME VALUE...: a named cgroup v1 context with release_agent, never mounted
 		if len(rest) < 2 {
 			return errors.New("fsconfig needs NAME VALUE (more pairs may follow)")
