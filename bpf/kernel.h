@@ -20,8 +20,9 @@
 #pragma clang diagnostic pop
 
 /* EW_LEGACY builds the objects for kernels that lack the newer helpers (5.10: no bpf_loop, 5.17; no
- * bpf_task_pt_regs, 5.15; no bpf_get_current_task_btf, 5.11). The sensor loads them only when a load of the
- * regular ones fails and probing finds such a helper missing. Their loops: EW_LOOP in maps.h. */
+ * bpf_task_pt_regs, 5.15; no bpf_get_current_task_btf, 5.11). The sensor loads them when a load of the regular
+ * ones fails and probing finds such a helper missing, and the tracepoint backend's whenever the kernel's
+ * io_uring_complete passes no request (tracepoint.bpf.c). Their loops: EW_LOOP in maps.h. */
 /* ew_current_task returns the current task; with bpf_get_current_task_btf, a pointer the verifier lets programs
  * load from directly (and bpf_task_pt_regs take). */
 #ifdef EW_LEGACY

@@ -293,14 +293,15 @@ int ew_io_uring_complete(__u64 *ctx)
  * user_data is the submitter's to choose, so it identifies nothing. The request is found where the kernel
  * completes it (the user space preflight checks that the kernel has these fields: 5.15's io_uring, which
  * Debian's 5.10 carries since 5.10.162):
- * - an io-wq worker completes the request it runs, its io_worker's cur_work (the worker is pf_io_worker). Every
- *   open of a cgroup file completes there (kernfs refuses the cached lookup an inline open needs), and so does
- *   every write to one (io_uring punts buffered writes of regular files, and splices, to workers);
+ * - an io-wq worker completes the request it runs, its io_worker's cur_work (the worker is pf_io_worker). Opens
+ *   of cgroup files by their names complete there (kernfs refuses the cached lookup an inline open needs), and so
+ *   do writes to them (io_uring punts buffered writes of regular files, and splices, to workers);
  * - any other completion (by the submitter, its task_work or the SQPOLL thread) is of a request in the ring's
  *   batch, submit_state.compl_reqs, posted with this tracepoint each. Those requests are taken down at submission
  *   (io_uring_submit_sqe passes the request in that io_uring) when they may open a file for writing or write a
  *   cgroup v1 file, and each is reported once, by whoever deletes it from ew_uring_pending; a batch has as many
- *   completions as requests, so finding one per completion finds them all. */
+ *   completions as requests, so finding one per completion finds them all. An open of a cgroup file through a
+ *   bind mount of the file (no kernfs name looked up) can complete here. */
 struct io_kiocb___v515 {
 	struct io_open open;
 	__u32 result;
@@ -325,9 +326,10 @@ struct task_struct___v515 {
 } __attribute__((preserve_access_index));
 
 /* Requests that may open or write a cgroup file, from submission to completion: request -> ring. A request
- * that completes where it is not looked for stays until its memory carries another request (the kernel
- * recycles them quickly). Full (a flood of requests in flight), a request is counted, as EW_COUNTER_UNTRACKED:
- * one completed inline would be missed (one completed by a worker is found without this table). */
+ * that completes where it is not looked for (cancelled, failed as a link, completed by the ring's exit work)
+ * stays until its memory carries another request of a ring. Full (a flood of requests in flight, or of such
+ * leftovers), a request is counted, as EW_COUNTER_UNTRACKED: completed inline, it would be missed (one
+ * completed by a worker is found without this table). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -335,7 +337,8 @@ struct {
 	__type(value, __u64);
 } ew_uring_pending SEC(".maps");
 
-/* How many requests ew_uring_pending holds: while none, a completion leaves at one load. */
+/* How many requests ew_uring_pending holds: while none, a completion outside io-wq workers leaves after two
+ * loads. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -383,6 +386,7 @@ int ew_io_uring_submit_sqe(__u64 *ctx)
 
 struct ew_uring_scan {
 	__u64 ring;
+	__u64 task;  /* the current task */
 	__u64 found; /* a request taken down, now deleted from ew_uring_pending */
 	__u64 n;     /* requests in the batch */
 };
@@ -396,7 +400,12 @@ static long ew_uring_scan_step(__u64 i, void *data)
 	bpf_probe_read_kernel(&req, sizeof(req),
 			      (void *)scan->ring + bpf_core_field_offset(struct io_ring_ctx___v515, submit_state.compl_reqs) +
 				      i * sizeof(req));
-	if (req && bpf_map_delete_elem(&ew_uring_pending, &req) == 0) {
+	/* Only the submitter (its task_work, or the SQPOLL thread that submitted) flushes its batch: another task
+	 * posting a completion on the ring (one sharing it, the ring's exit work) would read the batch unlocked and
+	 * resolve the open's descriptor in its own table. */
+	if (!req || (__u64)BPF_CORE_READ((struct io_kiocb *)req, task) != scan->task)
+		return 0;
+	if (bpf_map_delete_elem(&ew_uring_pending, &req) == 0) {
 		scan->found = req;
 		return 1;
 	}
@@ -416,8 +425,8 @@ int ew_io_uring_complete(__u64 *ctx)
 	struct task_struct___v515 *task = (void *)bpf_get_current_task();
 	struct io_worker *worker = BPF_CORE_READ(task, pf_io_worker);
 	if (worker) {
-		/* Found without ew_uring_pending, so no flood of requests in flight hides it. The user_data test
-		 * keeps the completions a worker posts for other requests (a failed link's) from reporting it again. */
+		/* Found without ew_uring_pending, so no flood of requests in flight hides it. The ring and user_data
+		 * tests keep a completion the worker posts for another request from reporting this one. */
 		struct io_wq_work *work = BPF_CORE_READ(worker, cur_work);
 		if (!work)
 			return 0;
@@ -438,7 +447,7 @@ int ew_io_uring_complete(__u64 *ctx)
 		return 0; /* the hot path: no request taken down at submission is in flight */
 	struct io_ring_ctx___v515 *rctx = (void *)ring;
 	__u32 n = BPF_CORE_READ(rctx, submit_state.compl_nr);
-	struct ew_uring_scan scan = {.ring = ring, .n = n < EW_URING_BATCH ? n : EW_URING_BATCH};
+	struct ew_uring_scan scan = {.ring = ring, .task = (__u64)task, .n = n < EW_URING_BATCH ? n : EW_URING_BATCH};
 	EW_LOOP(EW_URING_BATCH, ew_uring_scan_step, &scan);
 	req = scan.found;
 	if (!req)

@@ -186,7 +186,7 @@ var backends = []backend{
 		name:      BackendTracepoint,
 		objects:   func() objects { return new(tracepointObjects) },
 		legacy:    func() objects { return new(tracepointLegacyObjects) },
-		needs:     "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y, and io_uring tracepoints that pass the request (Linux 5.15's io_uring or later)",
+		needs:     "BTF raw tracepoints: CONFIG_DEBUG_INFO_BTF=y, and io_uring tracepoints that pass the request (the io_uring of Linux 5.15, or of 5.17 and later)",
 		preflight: func() error { _, err := probeIoUringTracing(); return err },
 		build:     tracepointBuild,
 	},
@@ -295,8 +295,9 @@ func (o *tracepointObjects) hooks() []hook {
 	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
 }
 
-// The legacy objects have the same programs and maps as the regular ones (bpf2go generates identical structs
-// under other names): they convert to them, and share their hooks and maps.
+// The legacy objects of lsm, fentry and kprobe have the same programs and maps as the regular ones (bpf2go
+// generates identical structs under other names): they convert to them, and share their hooks and maps. The
+// tracepoint backend's differ (io_uring followed from submission) and list their own.
 
 func (*lsmLegacyObjects) spec() (*ebpf.CollectionSpec, error) { return loadLsmLegacy() }
 
@@ -414,8 +415,10 @@ func bpfLSMActive() error {
 type ioUringTracing int
 
 const (
+	// ioUringUnknown: no kernel BTF, or no io_uring tracepoint in it: the load says what is missing.
+	ioUringUnknown ioUringTracing = iota
 	// ioUringAtCompletion: io_uring_complete passes the request (Linux 5.17 and later): the regular objects.
-	ioUringAtCompletion ioUringTracing = iota
+	ioUringAtCompletion
 	// ioUringFromSubmission: io_uring_complete passes only the request's user_data, which its submitter chooses;
 	// io_uring_submit_sqe passes the request, and the kernel's io_uring is 5.15's (Debian 11's 5.10 since
 	// 5.10.162, Linux 5.15): the legacy objects take requests down at submission and find them at completion.
@@ -423,12 +426,11 @@ const (
 )
 
 // probeIoUringTracing reads the io_uring tracepoints' prototypes and the fields the legacy objects read in the
-// kernel's BTF. A kernel whose BTF cannot be read or that has no io_uring tracepoint is left to the load, which
-// says what is missing.
+// kernel's BTF.
 func probeIoUringTracing() (ioUringTracing, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return ioUringAtCompletion, nil
+		return ioUringUnknown, nil
 	}
 	return ioUringTracingOf(spec)
 }
@@ -437,14 +439,14 @@ func probeIoUringTracing() (ioUringTracing, error) {
 func ioUringTracingOf(spec *btf.Spec) (ioUringTracing, error) {
 	complete, ok := tracepointParams(spec, "io_uring_complete")
 	if !ok {
-		return ioUringAtCompletion, nil
+		return ioUringUnknown, nil
 	}
 	// (void *__data, ctx, req, ...): the request is the third, a pointer; before 5.17 the user_data, a u64.
 	if len(complete) >= 3 && isPointer(complete[2].Type) {
 		return ioUringAtCompletion, nil
 	}
 	const refused = "the kernel's io_uring_complete tracepoint does not pass the request (only its user_data)"
-	const fix = "so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel whose io_uring is 5.15's or later"
+	const fix = "so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel with the io_uring of Linux 5.15, or of 5.17 and later"
 	if submit, ok := tracepointParams(spec, "io_uring_submit_sqe"); !ok || len(submit) < 3 || !isPointer(submit[2].Type) {
 		return 0, fmt.Errorf("%s, nor does io_uring_submit_sqe, %s", refused, fix)
 	}
@@ -533,7 +535,11 @@ func memberIsArray(s *btf.Struct, name string) bool {
 
 // tracepointBuild: the tracepoint backend's objects follow io_uring as the kernel's tracepoints allow.
 func tracepointBuild() objectsBuild {
-	if mode, err := probeIoUringTracing(); err == nil && mode == ioUringFromSubmission {
+	mode, err := probeIoUringTracing()
+	switch {
+	case err != nil || mode == ioUringUnknown:
+		return buildAny
+	case mode == ioUringFromSubmission:
 		return buildLegacy
 	}
 	return buildRegular

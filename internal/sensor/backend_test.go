@@ -87,19 +87,20 @@ func TestBackendObjects(t *testing.T) {
 	}
 }
 
-// TestIoUringTracingThisKernel: this kernel's io_uring_complete passes the request (Linux 5.17 and later), so the
-// tracepoint backend takes its regular objects. The matrix's 5.10 cells run the other case for real.
+// TestIoUringTracingThisKernel: the tracepoint backend takes the objects this kernel's io_uring tracepoints call
+// for: the regular ones where io_uring_complete passes the request (Linux 5.17 and later, as here), the legacy
+// ones where the request is followed from its submission (the matrix's 5.10 cells run that case for real).
 func TestIoUringTracingThisKernel(t *testing.T) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Skipf("no kernel BTF here: %v", err)
 	}
 	mode, err := ioUringTracingOf(spec)
-	if err != nil || mode != ioUringAtCompletion {
-		t.Errorf("io_uring tracing %v, error %v; want at completion", mode, err)
-	}
-	if got := tracepointBuild(); got != buildRegular {
-		t.Errorf("tracepoint build %v, want regular", got)
+	want := map[ioUringTracing]objectsBuild{ioUringUnknown: buildAny, ioUringAtCompletion: buildRegular, ioUringFromSubmission: buildLegacy}[mode]
+	if err != nil {
+		t.Logf("the tracepoint backend is refused on this kernel: %v", err)
+	} else if got := tracepointBuild(); got != want {
+		t.Errorf("io_uring tracing %v: build %v, want %v", mode, got, want)
 	}
 	// Members inside anonymous unions are found as CO-RE finds them: io_kiocb's file is in one.
 	for _, tc := range []struct {

