@@ -326,8 +326,8 @@ struct task_struct___v515 {
 } __attribute__((preserve_access_index));
 
 /* Requests that may open or write a cgroup file, from submission to completion: request -> ring. A request
- * that completes where it is not looked for (cancelled, failed as a link, completed by the ring's exit work)
- * stays until its memory carries another request of a ring. Full (a flood of requests in flight, or of such
+ * that completes where it is not looked for (cancelled before it ran, completed by the ring's exit work; not a
+ * failed link: ew_io_uring_fail_link) stays until its memory carries another request of a ring. Full (a flood of requests in flight, or of such
  * leftovers), a request is counted, as EW_COUNTER_UNTRACKED: completed inline, it would be missed (one
  * completed by a worker is found without this table). */
 struct {
@@ -381,6 +381,19 @@ int ew_io_uring_submit_sqe(__u64 *ctx)
 		__sync_fetch_and_add(count, 1);
 	else if (err != -EW_EEXIST)
 		ew_count(EW_COUNTER_UNTRACKED);
+	return 0;
+}
+
+/* A request failed as a link (the one before it failed, or the ring's teardown cancelled the chain) completes
+ * with an error, posted where it is not looked for: it never ran, and is forgotten here. */
+SEC("tp_btf/io_uring_fail_link")
+int ew_io_uring_fail_link(__u64 *ctx)
+{
+	__u64 link = ctx[1];
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&ew_uring_pending_count, &zero);
+	if (count && *count && bpf_map_delete_elem(&ew_uring_pending, &link) == 0)
+		__sync_fetch_and_add(count, -1);
 	return 0;
 }
 

@@ -363,6 +363,7 @@ func (o *tracepointLegacyObjects) hooks() []hook {
 	return append([]hook{
 		{prog: o.EwSysExit, point: "tp_btf/sys_exit", attach: attachTracing},
 		{prog: o.EwIoUringSubmitSqe, point: "tp_btf/io_uring_submit_sqe", attach: attachTracing},
+		{prog: o.EwIoUringFailLink, point: "tp_btf/io_uring_fail_link", attach: attachTracing},
 		{prog: o.EwIoUringComplete, point: "tp_btf/io_uring_complete", attach: attachTracing},
 	}, lifecyclePrograms{o.EwSchedProcessExec, o.EwCgroupSetupRoot, o.EwCgroupRemount, o.EwCgroupDestroyRoot}.hooks()...)
 }
@@ -449,6 +450,10 @@ func ioUringTracingOf(spec *btf.Spec) (ioUringTracing, error) {
 	const fix = "so the tracepoint backend would not see opens and writes made through io_uring: use --backend lsm, fentry or kprobe (auto picks one), or a kernel with the io_uring of Linux 5.15, or of 5.17 and later"
 	if submit, ok := tracepointParams(spec, "io_uring_submit_sqe"); !ok || len(submit) < 3 || !isPointer(submit[2].Type) {
 		return 0, fmt.Errorf("%s, nor does io_uring_submit_sqe, %s", refused, fix)
+	}
+	// (void *__data, req, link): the failed link, whose completion is posted where it is not looked for.
+	if failLink, ok := tracepointParams(spec, "io_uring_fail_link"); !ok || len(failLink) != 3 || !isPointer(failLink[2].Type) {
+		return 0, fmt.Errorf("%s, and its io_uring_fail_link tracepoint does not pass the failed link, %s", refused, fix)
 	}
 	var missing []string
 	for _, f := range []struct{ typ, member string }{

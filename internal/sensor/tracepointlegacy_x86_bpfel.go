@@ -169,6 +169,7 @@ const (
 	tracepointLegacyProgEwCgroupRemount     = "ew_cgroup_remount"
 	tracepointLegacyProgEwCgroupSetupRoot   = "ew_cgroup_setup_root"
 	tracepointLegacyProgEwIoUringComplete   = "ew_io_uring_complete"
+	tracepointLegacyProgEwIoUringFailLink   = "ew_io_uring_fail_link"
 	tracepointLegacyProgEwIoUringSubmitSqe  = "ew_io_uring_submit_sqe"
 	tracepointLegacyProgEwSchedProcessExec  = "ew_sched_process_exec"
 	tracepointLegacyProgEwSysExit           = "ew_sys_exit"
@@ -225,6 +226,7 @@ type tracepointLegacyProgramSpecs struct {
 	EwCgroupRemount     *ebpf.ProgramSpec `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot   *ebpf.ProgramSpec `ebpf:"ew_cgroup_setup_root"`
 	EwIoUringComplete   *ebpf.ProgramSpec `ebpf:"ew_io_uring_complete"`
+	EwIoUringFailLink   *ebpf.ProgramSpec `ebpf:"ew_io_uring_fail_link"`
 	EwIoUringSubmitSqe  *ebpf.ProgramSpec `ebpf:"ew_io_uring_submit_sqe"`
 	EwSchedProcessExec  *ebpf.ProgramSpec `ebpf:"ew_sched_process_exec"`
 	EwSysExit           *ebpf.ProgramSpec `ebpf:"ew_sys_exit"`
@@ -341,6 +343,7 @@ type tracepointLegacyPrograms struct {
 	EwCgroupRemount     *ebpf.Program `ebpf:"ew_cgroup_remount"`
 	EwCgroupSetupRoot   *ebpf.Program `ebpf:"ew_cgroup_setup_root"`
 	EwIoUringComplete   *ebpf.Program `ebpf:"ew_io_uring_complete"`
+	EwIoUringFailLink   *ebpf.Program `ebpf:"ew_io_uring_fail_link"`
 	EwIoUringSubmitSqe  *ebpf.Program `ebpf:"ew_io_uring_submit_sqe"`
 	EwSchedProcessExec  *ebpf.Program `ebpf:"ew_sched_process_exec"`
 	EwSysExit           *ebpf.Program `ebpf:"ew_sys_exit"`
@@ -352,6 +355,7 @@ func (p *tracepointLegacyPrograms) Close() error {
 		p.EwCgroupRemount,
 		p.EwCgroupSetupRoot,
 		p.EwIoUringComplete,
+		p.EwIoUringFailLink,
 		p.EwIoUringSubmitSqe,
 		p.EwSchedProcessExec,
 		p.EwSysExit,
