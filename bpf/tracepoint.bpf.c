@@ -327,9 +327,9 @@ struct task_struct___v515 {
 
 /* Requests that may open or write a cgroup file, from submission to completion: request -> ring. A request
  * that completes where it is not looked for (cancelled before it ran, completed by the ring's exit work; not a
- * failed link: ew_io_uring_fail_link) stays until its memory carries another request of a ring. Full (a flood of requests in flight, or of such
- * leftovers), a request is counted, as EW_COUNTER_UNTRACKED: completed inline, it would be missed (one
- * completed by a worker is found without this table). */
+ * failed link: ew_io_uring_fail_link) stays until its memory carries another request of a ring. Full (a flood
+ * of requests in flight, or of such leftovers), a request is counted, as EW_COUNTER_UNTRACKED: completed
+ * inline, it would be missed (one completed by a worker is found without this table). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
