@@ -43,6 +43,9 @@ type openCase struct {
 	// ioUring: the open may run in an io_uring worker thread of the process (same host pid, comm iou-wrk-N);
 	// inWorker: it must.
 	ioUring, inWorker bool
+	// inlineNonblock: io_uring may open the file inline, with O_NONBLOCK added until the open is done: a hook
+	// at the open (lsm, fentry, kprobe) sees it in the flags, the tracepoint backend after the open does not.
+	inlineNonblock bool
 }
 
 func same(agent, _ string) string { return agent }
@@ -121,6 +124,7 @@ var mustAlert = []openCase{
 		},
 		pathname:        func(_, x string) string { return x + "/release_agent" },
 		syscallPathname: none, syscall: "io_uring_enter", flags: ioUringFlags(unix.O_WRONLY), ioUring: true,
+		inlineNonblock: true,
 	},
 	{
 		name:            "io_uring openat in an io-wq worker (IOSQE_ASYNC)",
@@ -171,6 +175,10 @@ func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 				wantPath = tc.pathname(h.Agent(), extra)
 			}
 			ev := f.Event
+			flags, _ := f.arg("flags").(int32)
+			if tc.inlineNonblock {
+				flags &^= unix.O_NONBLOCK
+			}
 			checks := []struct {
 				what      string
 				got, want any
@@ -180,7 +188,7 @@ func TestPrivilegedTRC1010MustAlert(t *testing.T) {
 				{"origin", ev.Origin, event.OriginNamespaced},
 				{"processId", ev.ProcessID, act.NSPID},
 				{"pathname", f.arg("pathname"), wantPath},
-				{"flags", f.arg("flags"), int32(tc.flags)},
+				{"flags", flags, int32(tc.flags)},
 				{"syscall", ev.Syscall, tc.syscall},
 				{"Data is null", f.Data == nil, true},
 				{"truncated", len(ev.Truncated), 0},
