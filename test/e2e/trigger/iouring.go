@@ -112,38 +112,15 @@ func (r *ring) u32(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Point
 
 // submit queues one request, waits for its completion and returns its result.
 func (r *ring) submit(e sqe) (int32, error) {
-	tail := atomic.LoadUint32(r.u32(r.sq, r.p.SQOff.Tail))
-	mask := *r.u32(r.sq, r.p.SQOff.RingMask)
-	idx := tail & mask
-	*(*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})])) = e
-	*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
-	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+1)
-	// The wait may end before the completion is posted (a request punted to a worker, task work, a signal), and
-	// a busy kernel may not take the entry at once: enter again, as any io_uring program does.
-	head, toSubmit := atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Head)), uintptr(1)
-	for wait := 0; ; wait++ {
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, enterGetEvents, 0, 0)
-		switch {
-		case errno == 0 && n >= toSubmit:
-			toSubmit = 0
-		case errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY:
-			return 0, fmt.Errorf("io_uring_enter: %w", errno)
-		}
-		if head != atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Tail)) {
-			break
-		}
-		if wait == 100 {
-			return 0, fmt.Errorf("io_uring: no completion after %d waits", wait)
-		}
+	cqes, err := r.submitAll([]sqe{e})
+	if err != nil {
+		return 0, err
 	}
-	cmask := *r.u32(r.cq, r.p.CQOff.RingMask)
-	c := *(*cqe)(unsafe.Pointer(&r.cq[uintptr(r.p.CQOff.Cqes)+uintptr(head&cmask)*unsafe.Sizeof(cqe{})]))
-	atomic.StoreUint32(r.u32(r.cq, r.p.CQOff.Head), head+1)
-	return c.Res, nil
+	return cqes[0].Res, nil
 }
 
-// queue queues requests es in one submission and returns without waiting for any completion.
-func (r *ring) queue(es []sqe) error {
+// place writes requests es into the submission ring and publishes them; io_uring_enter submits them.
+func (r *ring) place(es []sqe) {
 	tail := atomic.LoadUint32(r.u32(r.sq, r.p.SQOff.Tail))
 	mask := *r.u32(r.sq, r.p.SQOff.RingMask)
 	for i, e := range es {
@@ -152,6 +129,11 @@ func (r *ring) queue(es []sqe) error {
 		*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
 	}
 	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+uint32(len(es)))
+}
+
+// queue queues requests es in one submission and returns without waiting for any completion.
+func (r *ring) queue(es []sqe) error {
+	r.place(es)
 	for left, tries := uintptr(len(es)), 0; left > 0; tries++ {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), left, 0, 0, 0, 0)
 		switch {
@@ -170,14 +152,9 @@ func (r *ring) queue(es []sqe) error {
 // submitAll queues requests es in one submission, waits for all their completions and returns them in the order
 // they were posted.
 func (r *ring) submitAll(es []sqe) ([]cqe, error) {
-	tail := atomic.LoadUint32(r.u32(r.sq, r.p.SQOff.Tail))
-	mask := *r.u32(r.sq, r.p.SQOff.RingMask)
-	for i, e := range es {
-		idx := (tail + uint32(i)) & mask
-		*(*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})])) = e
-		*r.u32(r.sq, r.p.SQOff.Array+idx*4) = idx
-	}
-	atomic.StoreUint32(r.u32(r.sq, r.p.SQOff.Tail), tail+uint32(len(es)))
+	r.place(es)
+	// The wait may end before the completions are posted (a request punted to a worker, task work, a signal),
+	// and a busy kernel may not take the entries at once: enter again, as any io_uring program does.
 	head, toSubmit := atomic.LoadUint32(r.u32(r.cq, r.p.CQOff.Head)), uintptr(len(es))
 	for wait := 0; ; wait++ {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, uintptr(len(es)), enterGetEvents, 0, 0)
